@@ -1,0 +1,160 @@
+//! The stream protocol's wire format.
+//!
+//! Every datagram starts with the 12-byte [`Header`]:
+//!
+//! ```text
+//!  0      2     3     4        6        8              12
+//! +------+-----+-----+--------+--------+--------------+-----------
+//! |magic |ver  |type |length  |reserved|session       | body ...
+//! |0x5354|  1  |     |(total) |   0    |              |
+//! +------+-----+-----+--------+--------+--------------+-----------
+//! ```
+//!
+//! All integers are big-endian. `length` is the whole datagram, header included, and
+//! must equal the datagram's size: trailing bytes are an error, not padding. A
+//! parser accepts exactly one version; a change to any layout bumps [`VERSION`].
+//!
+//! One module per message group, each with a zero-copy view (where the hot path wants
+//! one) and a `Repr`; [`Message`] parses any datagram into its `Repr`. The stream
+//! protocol follows the patent's synchronous streaming (JP4199677B2, steps 402–424 and
+//! 516–522): JOIN/WELCOME is registration during the invitation period, DATA is the
+//! burst-mode multicast with sequence numbers, ACK is step 412 (with the designated
+//! acker of steps 516–518), NAK and repair are steps 418–422, END is step 416.
+
+mod data;
+mod feedback;
+mod header;
+mod message;
+mod read;
+mod session;
+
+pub use data::{DataFlags, DataPacket, DataRepr, DATA_HEADER_LEN, NO_ACKER};
+pub use feedback::{AckFlags, AckRepr, DoneRepr, EndRepr, NakRanges, NakRepr, MAX_NAK_RANGES};
+pub use header::{Header, HeaderRepr, HEADER_LEN, MAGIC, VERSION};
+pub use message::Message;
+pub use read::{ReadReplyRepr, ReadRepr, ReadStatus, MAX_READ_BLOCKS};
+pub use session::{
+    ErrorCode, ErrorRepr, JoinRepr, LeaveReason, LeaveRepr, WelcomeRepr, MAX_ERROR_TEXT,
+    MAX_IMAGE_NAME,
+};
+
+/// UDP port of the appliance's control endpoint (JOIN, ACK, NAK, DONE, READ, LEAVE).
+pub const CONTROL_PORT: u16 = 7077;
+/// Default UDP port of a session's multicast group.
+pub const DATA_PORT: u16 = 7078;
+/// Largest datagram any message may be.
+pub const MAX_DATAGRAM: usize = 65_507;
+
+/// Message types, the header's `type` byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum MessageType {
+    /// Client → appliance: register for an image (patent step 404).
+    Join = 1,
+    /// Appliance → client: the session, its group and the stream-file header.
+    Welcome = 2,
+    /// Appliance → group (or one client, for repair): a slice of the stream file.
+    Data = 3,
+    /// Client → appliance: window acknowledged, with receive credit (step 412).
+    Ack = 4,
+    /// Client → appliance: missing packet ranges (step 418).
+    Nak = 5,
+    /// Appliance → group: transmission complete (step 416).
+    End = 6,
+    /// Client → appliance: everything received and verified.
+    Done = 7,
+    /// Client → appliance: read blocks on demand (step 534).
+    Read = 8,
+    /// Appliance → client: the blocks of a READ.
+    ReadReply = 9,
+    /// Either way: a named failure.
+    Error = 10,
+    /// Client → appliance: leaving the session.
+    Leave = 11,
+}
+
+impl MessageType {
+    /// The type for a header byte, if it names one.
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::Join,
+            2 => Self::Welcome,
+            3 => Self::Data,
+            4 => Self::Ack,
+            5 => Self::Nak,
+            6 => Self::End,
+            7 => Self::Done,
+            8 => Self::Read,
+            9 => Self::ReadReply,
+            10 => Self::Error,
+            11 => Self::Leave,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a datagram was refused. Small and `Copy`, so the XDP program and the
+/// counters can use it as an index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum WireError {
+    /// Shorter than its header or than its message's fixed part.
+    Truncated = 1,
+    /// The first two bytes are not [`MAGIC`].
+    BadMagic = 2,
+    /// A version this build does not speak.
+    UnsupportedVersion = 3,
+    /// A type byte no message has.
+    UnknownType = 4,
+    /// The header's length disagrees with the datagram's size.
+    BadLength = 5,
+    /// A reserved field is not zero, or a flag bit is unknown.
+    Reserved = 6,
+    /// A field's value breaks a rule of its message (empty payload, too many
+    /// ranges, a name that is not UTF-8, ...).
+    BadField = 7,
+}
+
+impl WireError {
+    /// A short, stable name for logs and metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Truncated => "truncated",
+            Self::BadMagic => "bad_magic",
+            Self::UnsupportedVersion => "unsupported_version",
+            Self::UnknownType => "unknown_type",
+            Self::BadLength => "bad_length",
+            Self::Reserved => "reserved_bits",
+            Self::BadField => "bad_field",
+        }
+    }
+}
+
+impl core::fmt::Display for WireError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Self::Truncated => "datagram truncated",
+            Self::BadMagic => "not a streamer datagram (bad magic)",
+            Self::UnsupportedVersion => "unsupported protocol version",
+            Self::UnknownType => "unknown message type",
+            Self::BadLength => "length field disagrees with datagram size",
+            Self::Reserved => "reserved field or unknown flag set",
+            Self::BadField => "field value out of range",
+        })
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for WireError {}
+
+/// Checks that `body` is exactly `len` bytes.
+pub(crate) fn expect_len(body: &[u8], len: usize) -> Result<(), WireError> {
+    match body.len().cmp(&len) {
+        core::cmp::Ordering::Less => Err(WireError::Truncated),
+        core::cmp::Ordering::Greater => Err(WireError::BadLength),
+        core::cmp::Ordering::Equal => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

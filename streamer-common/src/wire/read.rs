@@ -1,0 +1,126 @@
+//! On-demand reads after (or ahead of) the stream: READ and READ_REPLY (patent
+//! step 534: reads go to the server one by one and are answered one by one).
+
+use super::{expect_len, WireError};
+use crate::bytes::{be16, be32, be64, put_be16, put_be32, put_be64};
+
+/// Most blocks one READ may ask for.
+pub const MAX_READ_BLOCKS: u16 = 64;
+
+/// READ: a member asks for `count` image blocks from `block`.
+///
+/// ```text
+/// member u32 | tag u32 | block u64 | count u16 | reserved u16
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadRepr {
+    /// Who asks.
+    pub member: u32,
+    /// Echoed in every reply, to match replies to requests.
+    pub tag: u32,
+    /// First image block.
+    pub block: u64,
+    /// Blocks wanted, 1 to [`MAX_READ_BLOCKS`].
+    pub count: u16,
+}
+
+impl ReadRepr {
+    /// The body's exact length.
+    pub const BODY_LEN: usize = 20;
+    /// Parses a READ body.
+    pub fn parse(body: &[u8]) -> Result<Self, WireError> {
+        expect_len(body, Self::BODY_LEN)?;
+        if be16(body, 18..20) != 0 {
+            return Err(WireError::Reserved);
+        }
+        let count = be16(body, 16..18);
+        if count == 0 || count > MAX_READ_BLOCKS {
+            return Err(WireError::BadField);
+        }
+        Ok(ReadRepr { member: be32(body, 0..4), tag: be32(body, 4..8), block: be64(body, 8..16), count })
+    }
+    /// Body length when emitted.
+    pub const fn body_len(&self) -> usize {
+        Self::BODY_LEN
+    }
+    /// Writes the body.
+    pub fn emit(&self, body: &mut [u8]) {
+        put_be32(body, 0..4, self.member);
+        put_be32(body, 4..8, self.tag);
+        put_be64(body, 8..16, self.block);
+        put_be16(body, 16..18, self.count);
+        put_be16(body, 18..20, 0);
+    }
+}
+
+/// The outcome of a READ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum ReadStatus {
+    /// Data follows.
+    Ok = 0,
+    /// The blocks are outside the image.
+    OutOfRange = 1,
+    /// The appliance cannot serve the read now (no such member, overloaded).
+    Unavailable = 2,
+}
+
+/// READ_REPLY: one datagram's worth of the requested blocks.
+///
+/// ```text
+/// tag u32 | status u16 | reserved u16 | block u64 | offset u32 | data
+/// ```
+/// `offset` is the byte offset of `data` from the start of `block`; a reply with a
+/// status other than `Ok` carries no data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadReplyRepr<'a> {
+    /// The READ's tag.
+    pub tag: u32,
+    /// Outcome.
+    pub status: ReadStatus,
+    /// The READ's first block.
+    pub block: u64,
+    /// Byte offset of `data` from the start of `block`.
+    pub offset: u32,
+    /// The bytes.
+    pub data: &'a [u8],
+}
+
+impl<'a> ReadReplyRepr<'a> {
+    /// Bytes before the data.
+    pub const FIXED_LEN: usize = 20;
+    /// Parses a READ_REPLY body.
+    pub fn parse(body: &'a [u8]) -> Result<Self, WireError> {
+        if body.len() < Self::FIXED_LEN {
+            return Err(WireError::Truncated);
+        }
+        if be16(body, 6..8) != 0 {
+            return Err(WireError::Reserved);
+        }
+        let status = match be16(body, 4..6) {
+            0 => ReadStatus::Ok,
+            1 => ReadStatus::OutOfRange,
+            2 => ReadStatus::Unavailable,
+            _ => return Err(WireError::BadField),
+        };
+        let data = &body[Self::FIXED_LEN..];
+        if (status == ReadStatus::Ok) == data.is_empty() {
+            return Err(WireError::BadField);
+        }
+        Ok(ReadReplyRepr { tag: be32(body, 0..4), status, block: be64(body, 8..16), offset: be32(body, 16..20), data })
+    }
+    /// Body length when emitted.
+    pub fn body_len(&self) -> usize {
+        Self::FIXED_LEN + self.data.len()
+    }
+    /// Writes the body.
+    pub fn emit(&self, body: &mut [u8]) {
+        put_be32(body, 0..4, self.tag);
+        put_be16(body, 4..6, self.status as u16);
+        put_be16(body, 6..8, 0);
+        put_be64(body, 8..16, self.block);
+        put_be32(body, 16..20, self.offset);
+        body[Self::FIXED_LEN..Self::FIXED_LEN + self.data.len()].copy_from_slice(self.data);
+    }
+}
+

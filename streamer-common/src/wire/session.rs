@@ -1,0 +1,309 @@
+//! Registration and session management: JOIN, WELCOME, LEAVE and ERROR.
+
+use super::{expect_len, WireError};
+use crate::bytes::{be16, be32, be64, put_be16, put_be32, put_be64};
+use crate::stream_file;
+
+/// Longest image name a JOIN may carry.
+pub const MAX_IMAGE_NAME: usize = 64;
+/// Longest text an ERROR may carry.
+pub const MAX_ERROR_TEXT: usize = 256;
+
+/// JOIN: a client asks to be registered for an image (patent step 404).
+///
+/// ```text
+/// client_id u64 | capacity u64 | flags u16 | name_len u8 | reserved u8 | name
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinRepr<'a> {
+    /// The client's own stable id (derived from its MAC or chosen at random).
+    pub client_id: u64,
+    /// Bytes the client can buffer ahead of what it has consumed.
+    pub capacity: u64,
+    /// The image wanted, empty for the appliance's default.
+    pub image: &'a str,
+}
+
+mod join {
+    use core::ops::Range;
+    pub(super) const CLIENT_ID: Range<usize> = 0..8;
+    pub(super) const CAPACITY: Range<usize> = 8..16;
+    pub(super) const FLAGS: Range<usize> = 16..18;
+    pub(super) const NAME_LEN: usize = 18;
+    pub(super) const RESERVED: usize = 19;
+    pub(super) const NAME: usize = 20;
+}
+
+impl<'a> JoinRepr<'a> {
+    /// Bytes before the name.
+    pub const FIXED_LEN: usize = join::NAME;
+
+    /// Parses a JOIN body.
+    pub fn parse(body: &'a [u8]) -> Result<Self, WireError> {
+        if body.len() < Self::FIXED_LEN {
+            return Err(WireError::Truncated);
+        }
+        if be16(body, join::FLAGS) != 0 || body[join::RESERVED] != 0 {
+            return Err(WireError::Reserved);
+        }
+        let n = usize::from(body[join::NAME_LEN]);
+        if n > MAX_IMAGE_NAME {
+            return Err(WireError::BadField);
+        }
+        expect_len(body, Self::FIXED_LEN + n)?;
+        let image = core::str::from_utf8(&body[join::NAME..]).map_err(|_| WireError::BadField)?;
+        Ok(JoinRepr { client_id: be64(body, join::CLIENT_ID), capacity: be64(body, join::CAPACITY), image })
+    }
+
+    /// Body length when emitted.
+    pub fn body_len(&self) -> usize {
+        Self::FIXED_LEN + self.image.len().min(MAX_IMAGE_NAME)
+    }
+
+    /// Writes the body; a name longer than [`MAX_IMAGE_NAME`] is cut there.
+    pub fn emit(&self, body: &mut [u8]) {
+        let name = &self.image.as_bytes()[..self.image.len().min(MAX_IMAGE_NAME)];
+        put_be64(body, join::CLIENT_ID, self.client_id);
+        put_be64(body, join::CAPACITY, self.capacity);
+        put_be16(body, join::FLAGS, 0);
+        body[join::NAME_LEN] = name.len() as u8;
+        body[join::RESERVED] = 0;
+        body[join::NAME..join::NAME + name.len()].copy_from_slice(name);
+    }
+}
+
+/// WELCOME: the appliance registers a client and tells it everything it needs to
+/// receive: its member id, the group, the packet geometry and the stream file's
+/// header (which names the manifest and data regions and carries their hashes).
+///
+/// ```text
+/// member u32 | group [4] | data_port u16 | payload u16 | window u32 | members u32
+/// | start_in_ms u32 | next_seq u32 | total_packets u32 | flags u16 | reserved u16
+/// | stream-file header (256 bytes)
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WelcomeRepr<'a> {
+    /// The id the appliance gave this client in the session.
+    pub member: u32,
+    /// The session's IPv4 multicast group.
+    pub group: [u8; 4],
+    /// The group's UDP port.
+    pub data_port: u16,
+    /// Stream-file bytes per DATA packet (the last packet may carry fewer).
+    pub payload: u16,
+    /// Packets per acknowledgement window.
+    pub window: u32,
+    /// Clients registered so far.
+    pub members: u32,
+    /// Milliseconds until the invitation period ends (0: streaming already).
+    pub start_in_ms: u32,
+    /// The next sequence number the group will see (late joiners repair the rest).
+    pub next_seq: u32,
+    /// Packets in the whole stream.
+    pub total_packets: u32,
+    /// The stream file's header, verbatim; its hash chain covers everything else.
+    pub stream_header: &'a [u8; stream_file::HEADER_LEN],
+}
+
+mod welcome {
+    use core::ops::Range;
+    pub(super) const MEMBER: Range<usize> = 0..4;
+    pub(super) const GROUP: Range<usize> = 4..8;
+    pub(super) const DATA_PORT: Range<usize> = 8..10;
+    pub(super) const PAYLOAD: Range<usize> = 10..12;
+    pub(super) const WINDOW: Range<usize> = 12..16;
+    pub(super) const MEMBERS: Range<usize> = 16..20;
+    pub(super) const START_IN: Range<usize> = 20..24;
+    pub(super) const NEXT_SEQ: Range<usize> = 24..28;
+    pub(super) const TOTAL: Range<usize> = 28..32;
+    pub(super) const FLAGS: Range<usize> = 32..34;
+    pub(super) const RESERVED: Range<usize> = 34..36;
+    pub(super) const STREAM_HEADER: usize = 36;
+}
+
+impl<'a> WelcomeRepr<'a> {
+    /// The body's exact length.
+    pub const BODY_LEN: usize = welcome::STREAM_HEADER + stream_file::HEADER_LEN;
+
+    /// Parses a WELCOME body.
+    pub fn parse(body: &'a [u8]) -> Result<Self, WireError> {
+        expect_len(body, Self::BODY_LEN)?;
+        if be16(body, welcome::FLAGS) != 0 || be16(body, welcome::RESERVED) != 0 {
+            return Err(WireError::Reserved);
+        }
+        let payload = be16(body, welcome::PAYLOAD);
+        let window = be32(body, welcome::WINDOW);
+        if payload == 0 || window == 0 {
+            return Err(WireError::BadField);
+        }
+        let mut group = [0u8; 4];
+        group.copy_from_slice(&body[welcome::GROUP]);
+        let stream_header = body[welcome::STREAM_HEADER..]
+            .try_into()
+            .map_err(|_| WireError::Truncated)?;
+        Ok(WelcomeRepr {
+            member: be32(body, welcome::MEMBER),
+            group,
+            data_port: be16(body, welcome::DATA_PORT),
+            payload,
+            window,
+            members: be32(body, welcome::MEMBERS),
+            start_in_ms: be32(body, welcome::START_IN),
+            next_seq: be32(body, welcome::NEXT_SEQ),
+            total_packets: be32(body, welcome::TOTAL),
+            stream_header,
+        })
+    }
+
+    /// Body length when emitted.
+    pub const fn body_len(&self) -> usize {
+        Self::BODY_LEN
+    }
+
+    /// Writes the body.
+    pub fn emit(&self, body: &mut [u8]) {
+        put_be32(body, welcome::MEMBER, self.member);
+        body[welcome::GROUP].copy_from_slice(&self.group);
+        put_be16(body, welcome::DATA_PORT, self.data_port);
+        put_be16(body, welcome::PAYLOAD, self.payload);
+        put_be32(body, welcome::WINDOW, self.window);
+        put_be32(body, welcome::MEMBERS, self.members);
+        put_be32(body, welcome::START_IN, self.start_in_ms);
+        put_be32(body, welcome::NEXT_SEQ, self.next_seq);
+        put_be32(body, welcome::TOTAL, self.total_packets);
+        put_be16(body, welcome::FLAGS, 0);
+        put_be16(body, welcome::RESERVED, 0);
+        body[welcome::STREAM_HEADER..Self::BODY_LEN].copy_from_slice(self.stream_header);
+    }
+}
+
+/// Why a client leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum LeaveReason {
+    /// The operator stopped it.
+    Shutdown = 1,
+    /// It hit an error it cannot recover from.
+    Failed = 2,
+}
+
+/// LEAVE: the client is going away; the appliance stops waiting for it.
+///
+/// ```text
+/// member u32 | reason u16 | reserved u16
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaveRepr {
+    /// The leaving member.
+    pub member: u32,
+    /// Why.
+    pub reason: LeaveReason,
+}
+
+impl LeaveRepr {
+    /// The body's exact length.
+    pub const BODY_LEN: usize = 8;
+
+    /// Parses a LEAVE body.
+    pub fn parse(body: &[u8]) -> Result<Self, WireError> {
+        expect_len(body, Self::BODY_LEN)?;
+        if be16(body, 6..8) != 0 {
+            return Err(WireError::Reserved);
+        }
+        let reason = match be16(body, 4..6) {
+            1 => LeaveReason::Shutdown,
+            2 => LeaveReason::Failed,
+            _ => return Err(WireError::BadField),
+        };
+        Ok(LeaveRepr { member: be32(body, 0..4), reason })
+    }
+    /// Body length when emitted.
+    pub const fn body_len(&self) -> usize {
+        Self::BODY_LEN
+    }
+    /// Writes the body.
+    pub fn emit(&self, body: &mut [u8]) {
+        put_be32(body, 0..4, self.member);
+        put_be16(body, 4..6, self.reason as u16);
+        put_be16(body, 6..8, 0);
+    }
+}
+
+/// What an ERROR reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum ErrorCode {
+    /// The JOIN named an image the appliance does not serve.
+    UnknownImage = 1,
+    /// The message named a session that does not exist (or has ended).
+    UnknownSession = 2,
+    /// The sender is not a member of the session.
+    NotMember = 3,
+    /// The appliance is full or shutting down.
+    Unavailable = 4,
+    /// The client was evicted from the group's pacing; it finishes by unicast.
+    Evicted = 5,
+    /// A READ asked for blocks outside the image.
+    OutOfRange = 6,
+}
+
+/// ERROR: a named failure with a human-readable text.
+///
+/// ```text
+/// code u16 | text_len u16 | text (UTF-8)
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ErrorRepr<'a> {
+    /// What went wrong.
+    pub code: ErrorCode,
+    /// Says it in words, for the operator.
+    pub text: &'a str,
+}
+
+impl<'a> ErrorRepr<'a> {
+    /// Bytes before the text.
+    pub const FIXED_LEN: usize = 4;
+
+    /// Parses an ERROR body.
+    pub fn parse(body: &'a [u8]) -> Result<Self, WireError> {
+        if body.len() < Self::FIXED_LEN {
+            return Err(WireError::Truncated);
+        }
+        let code = match be16(body, 0..2) {
+            1 => ErrorCode::UnknownImage,
+            2 => ErrorCode::UnknownSession,
+            3 => ErrorCode::NotMember,
+            4 => ErrorCode::Unavailable,
+            5 => ErrorCode::Evicted,
+            6 => ErrorCode::OutOfRange,
+            _ => return Err(WireError::BadField),
+        };
+        let n = usize::from(be16(body, 2..4));
+        if n > MAX_ERROR_TEXT {
+            return Err(WireError::BadField);
+        }
+        expect_len(body, Self::FIXED_LEN + n)?;
+        let text = core::str::from_utf8(&body[4..]).map_err(|_| WireError::BadField)?;
+        Ok(ErrorRepr { code, text })
+    }
+
+    /// The text as emitted: cut to [`MAX_ERROR_TEXT`] bytes on a char boundary.
+    fn emitted_text(&self) -> &'a str {
+        let mut n = self.text.len().min(MAX_ERROR_TEXT);
+        while !self.text.is_char_boundary(n) {
+            n -= 1;
+        }
+        &self.text[..n]
+    }
+    /// Body length when emitted.
+    pub fn body_len(&self) -> usize {
+        Self::FIXED_LEN + self.emitted_text().len()
+    }
+    /// Writes the body.
+    pub fn emit(&self, body: &mut [u8]) {
+        let t = self.emitted_text().as_bytes();
+        put_be16(body, 0..2, self.code as u16);
+        put_be16(body, 2..4, t.len() as u16);
+        body[4..4 + t.len()].copy_from_slice(t);
+    }
+}

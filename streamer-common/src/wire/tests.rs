@@ -1,0 +1,141 @@
+//! Golden bytes for the header, round trips and rejections for every message.
+
+use super::*;
+use crate::stream_file;
+
+fn round_trip(session: u32, m: Message<'_>) {
+    let mut buf = [0u8; 2048];
+    let n = m.emit(session, &mut buf).unwrap();
+    assert_eq!(n, m.buffer_len());
+    let (s, back) = Message::parse(&buf[..n]).unwrap();
+    assert_eq!(s, session);
+    assert_eq!(back, m);
+    // Every strict prefix is refused, never a panic.
+    for cut in 0..n {
+        assert!(Message::parse(&buf[..cut]).is_err(), "{:?} accepted at {cut} bytes", m.message_type());
+    }
+}
+
+#[test]
+fn header_golden_bytes() {
+    let mut buf = [0u8; 64];
+    let n = Message::Done(DoneRepr { member: 7, packets: 0x0102_0304 }).emit(0xAABB_CCDD, &mut buf).unwrap();
+    assert_eq!(
+        &buf[..n],
+        &[0x53, 0x54, 1, 7, 0, 20, 0, 0, 0xAA, 0xBB, 0xCC, 0xDD, 0, 0, 0, 7, 1, 2, 3, 4]
+    );
+}
+
+#[test]
+fn every_message_round_trips() {
+    let sh = [7u8; stream_file::HEADER_LEN];
+    let mut nak_body = [0u8; 8 + 16];
+    NakRepr::emit_from(3, &[(10, 5), (20, 1)], &mut nak_body);
+    let nak = NakRepr::parse(&nak_body).unwrap();
+    let msgs = [
+        Message::Join(JoinRepr { client_id: 42, capacity: 1 << 30, image: "rootfs" }),
+        Message::Join(JoinRepr { client_id: 1, capacity: 0, image: "" }),
+        Message::Welcome(WelcomeRepr {
+            member: 1,
+            group: [239, 77, 0, 1],
+            data_port: 7078,
+            payload: 1400,
+            window: 64,
+            members: 3,
+            start_in_ms: 500,
+            next_seq: 0,
+            total_packets: 1000,
+            stream_header: &sh,
+        }),
+        Message::Data(DataRepr {
+            seq: 9,
+            acker: NO_ACKER,
+            members: 4,
+            flags: DataFlags::REPAIR,
+            offset: 9 * 1400,
+            payload: b"abc",
+        }),
+        Message::Ack(AckRepr {
+            member: 2,
+            window: 5,
+            received_through: 300,
+            credit_end: 900,
+            missing: 1,
+            flags: AckFlags::OUT_OF_TURN,
+        }),
+        Message::Nak(nak),
+        Message::End(EndRepr { total_packets: 10, members: 2, round: 1 }),
+        Message::Done(DoneRepr { member: 1, packets: 10 }),
+        Message::Read(ReadRepr { member: 1, tag: 9, block: 77, count: 4 }),
+        Message::ReadReply(ReadReplyRepr { tag: 9, status: ReadStatus::Ok, block: 77, offset: 1400, data: b"xy" }),
+        Message::ReadReply(ReadReplyRepr { tag: 9, status: ReadStatus::OutOfRange, block: 77, offset: 0, data: b"" }),
+        Message::Error(ErrorRepr { code: ErrorCode::UnknownImage, text: "no image named \"x\"" }),
+        Message::Leave(LeaveRepr { member: 4, reason: LeaveReason::Failed }),
+    ];
+    for m in msgs {
+        round_trip(77, m);
+    }
+}
+
+#[test]
+fn header_rejections() {
+    let mut buf = [0u8; 64];
+    let n = Message::Done(DoneRepr { member: 1, packets: 2 }).emit(1, &mut buf).unwrap();
+    let ok = &buf[..n];
+    let with = |i: usize, v: u8| {
+        let mut b = [0u8; 20];
+        b.copy_from_slice(ok);
+        b[i] = v;
+        Message::parse(&b).map(|_| ())
+    };
+    assert_eq!(with(0, 0), Err(WireError::BadMagic));
+    assert_eq!(with(2, 2), Err(WireError::UnsupportedVersion));
+    assert_eq!(with(3, 99), Err(WireError::UnknownType));
+    assert_eq!(with(5, 21), Err(WireError::BadLength));
+    assert_eq!(with(7, 1), Err(WireError::Reserved));
+    let mut long = [0u8; 21];
+    long[..20].copy_from_slice(ok);
+    assert_eq!(Message::parse(&long), Err(WireError::BadLength));
+}
+
+#[test]
+fn body_rules() {
+    // NAK ranges must be ascending, disjoint, non-touching and non-empty.
+    let mut b = [0u8; 8 + 16];
+    NakRepr::emit_from(1, &[(10, 5), (15, 1)], &mut b);
+    assert_eq!(NakRepr::parse(&b), Err(WireError::BadField), "touching ranges");
+    NakRepr::emit_from(1, &[(10, 0), (20, 1)], &mut b);
+    assert_eq!(NakRepr::parse(&b), Err(WireError::BadField), "empty range");
+    NakRepr::emit_from(1, &[(20, 1), (10, 1)], &mut b);
+    assert_eq!(NakRepr::parse(&b), Err(WireError::BadField), "descending");
+    NakRepr::emit_from(1, &[(u32::MAX - 1, 2), (0, 1)], &mut b);
+    assert!(NakRepr::parse(&b).is_err(), "overflow");
+    // ACK credit below what was received is nonsense.
+    let mut a = [0u8; AckRepr::BODY_LEN];
+    AckRepr { member: 1, window: 0, received_through: 10, credit_end: 9, missing: 0, flags: AckFlags::empty() }
+        .emit(&mut a);
+    assert_eq!(AckRepr::parse(&a), Err(WireError::BadField));
+    // DATA with no payload, JOIN with a non-UTF-8 name, READ of zero blocks.
+    assert_eq!(DataRepr::parse(&[0u8; 24]), Err(WireError::BadField));
+    let mut j = [0u8; 22];
+    j[18] = 2;
+    j[20] = 0xff;
+    j[21] = 0xfe;
+    assert_eq!(JoinRepr::parse(&j), Err(WireError::BadField));
+    assert_eq!(ReadRepr::parse(&[0u8; 20]), Err(WireError::BadField));
+}
+
+#[test]
+fn data_view_matches_repr_and_header_emit() {
+    let payload = [5u8; 100];
+    let repr = DataRepr { seq: 3, acker: 1, members: 2, flags: DataFlags::empty(), offset: 300, payload: &payload };
+    let mut hdr = [0u8; DATA_HEADER_LEN];
+    repr.emit_header(9, payload.len(), &mut hdr);
+    let mut whole = [0u8; DATA_HEADER_LEN + 100];
+    whole[..DATA_HEADER_LEN].copy_from_slice(&hdr);
+    whole[DATA_HEADER_LEN..].copy_from_slice(&payload);
+    let (s, m) = Message::parse(&whole).unwrap();
+    assert_eq!((s, m), (9, Message::Data(repr)));
+    let v = DataPacket::new_checked(&whole[..]).unwrap();
+    assert_eq!((v.seq(), v.acker(), v.members(), v.offset(), v.payload()), (3, 1, 2, 300, &payload[..]));
+}

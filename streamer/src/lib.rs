@@ -1,0 +1,12 @@
+//! The streamer appliance: packs images into stream files, runs stream sessions that
+//! multicast them to booting machines, and watches over them.
+//!
+//! Where to start reading:
+//! - [`stream_file`]: packing, opening and verifying stream files and sequences;
+//! - [`session`]: the sans-IO session engine (invitation, pacing, acknowledgement
+//!   windows, repair, eviction) and its socket driver;
+//! - [`xdp`]: loading the XDP programs onto the boot interface.
+
+pub mod session;
+pub mod stream_file;
+pub mod xdp;

@@ -1,0 +1,1 @@
+//! Stream sessions (filled in by the session work).

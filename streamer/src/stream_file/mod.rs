@@ -1,0 +1,1 @@
+//! Stream files (filled in by the stream-file work).

@@ -1,0 +1,1 @@
+//! XDP loading (filled in by the XDP work).
