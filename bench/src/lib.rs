@@ -1,1 +1,9 @@
-//! placeholder
+//! Testbed, scenarios and benchmarks for streamer.
+//!
+//! [`sim`] is the deterministic simulator that drives the appliance's session
+//! engine and the client's receiver engine over seeded lossy links; [`pack`]
+//! measures `streamer pack` against `cp` and `b3sum`; the `bench` binary runs the
+//! benchmarks and prints their tables.
+
+pub mod pack;
+pub mod sim;

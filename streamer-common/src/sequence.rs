@@ -53,7 +53,10 @@ impl core::fmt::Display for SequenceError {
             Self::Truncated => f.write_str("sequence file truncated"),
             Self::TrailingBytes => f.write_str("sequence file has trailing bytes"),
             Self::BadMagic => f.write_str("not a sequence file (bad magic)"),
-            Self::UnsupportedVersion(v) => write!(f, "sequence-file version {v} is not supported (this build reads {VERSION})"),
+            Self::UnsupportedVersion(v) => write!(
+                f,
+                "sequence-file version {v} is not supported (this build reads {VERSION})"
+            ),
             Self::Reserved => f.write_str("reserved field set or sector size not 512"),
             Self::BadChecksum => f.write_str("sequence file checksum mismatch (corrupted)"),
             Self::BadExtent { index } => write!(f, "sequence extent {index} is empty or overflows"),
@@ -114,7 +117,9 @@ impl<'a> SequenceView<'a> {
         let view = SequenceView { extents };
         for (index, e) in view.extents().enumerate() {
             if e.count == 0 || e.lba.checked_add(e.count).is_none() {
-                return Err(SequenceError::BadExtent { index: index as u64 });
+                return Err(SequenceError::BadExtent {
+                    index: index as u64,
+                });
             }
         }
         Ok(view)
@@ -122,7 +127,10 @@ impl<'a> SequenceView<'a> {
 
     /// The extents, in order.
     pub fn extents(&self) -> impl ExactSizeIterator<Item = SectorExtent> + 'a {
-        self.extents.chunks_exact(EXTENT_LEN).map(|c| SectorExtent { lba: le64(c, 0..8), count: le64(c, 8..16) })
+        self.extents.chunks_exact(EXTENT_LEN).map(|c| SectorExtent {
+            lba: le64(c, 0..8),
+            count: le64(c, 8..16),
+        })
     }
 }
 
@@ -173,7 +181,10 @@ mod tests {
 
     #[test]
     fn round_trip_and_corruption() {
-        let ex = [SectorExtent { lba: 8, count: 16 }, SectorExtent { lba: 0, count: 1 }];
+        let ex = [
+            SectorExtent { lba: 8, count: 16 },
+            SectorExtent { lba: 0, count: 1 },
+        ];
         let mut b = [0u8; encoded_len(2)];
         encode(&ex, &mut b).unwrap();
         let v = SequenceView::parse(&b).unwrap();
@@ -182,9 +193,15 @@ mod tests {
             for bit in 0..8 {
                 let mut c = b;
                 c[i] ^= 1 << bit;
-                assert!(SequenceView::parse(&c).is_err(), "flip at byte {i} bit {bit} accepted");
+                assert!(
+                    SequenceView::parse(&c).is_err(),
+                    "flip at byte {i} bit {bit} accepted"
+                );
             }
         }
-        assert_eq!(SequenceView::parse(&b[..40]).unwrap_err(), SequenceError::Truncated);
+        assert_eq!(
+            SequenceView::parse(&b[..40]).unwrap_err(),
+            SequenceError::Truncated
+        );
     }
 }

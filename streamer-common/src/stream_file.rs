@@ -246,12 +246,15 @@ impl StreamHeader {
         let bs = u64::from(block_size);
         let block_count = image_size.div_ceil(bs);
         let manifest_offset = HEADER_LEN as u64;
-        let manifest_len = manifest_len(extent_count, block_count).ok_or(LayoutError::Inconsistent("manifest_len"))?;
+        let manifest_len = manifest_len(extent_count, block_count)
+            .ok_or(LayoutError::Inconsistent("manifest_len"))?;
         let data_offset = manifest_offset
             .checked_add(manifest_len)
             .and_then(|e| align_up(e, DATA_ALIGN))
             .ok_or(LayoutError::Inconsistent("data_offset"))?;
-        let data_len = stream_blocks.checked_mul(bs).ok_or(LayoutError::Inconsistent("data_len"))?;
+        let data_len = stream_blocks
+            .checked_mul(bs)
+            .ok_or(LayoutError::Inconsistent("data_len"))?;
         let h = StreamHeader {
             flags,
             block_size,
@@ -276,7 +279,10 @@ impl StreamHeader {
     /// (that needs BLAKE3; see `streamer::stream_file`).
     pub fn parse(b: &[u8]) -> Result<Self, LayoutError> {
         if b.len() < HEADER_LEN {
-            return Err(LayoutError::Truncated { expected: HEADER_LEN as u64, actual: b.len() as u64 });
+            return Err(LayoutError::Truncated {
+                expected: HEADER_LEN as u64,
+                actual: b.len() as u64,
+            });
         }
         if b[field::MAGIC] != MAGIC {
             return Err(LayoutError::BadMagic);
@@ -335,7 +341,8 @@ impl StreamHeader {
         if self.stream_blocks == 0 || self.stream_blocks > self.block_count {
             return Err(LayoutError::Inconsistent("stream_blocks"));
         }
-        if !self.flags.contains(FileFlags::SEQUENCE_ONLY) && self.stream_blocks != self.block_count {
+        if !self.flags.contains(FileFlags::SEQUENCE_ONLY) && self.stream_blocks != self.block_count
+        {
             return Err(LayoutError::Inconsistent("stream_blocks"));
         }
         if self.manifest_offset != HEADER_LEN as u64 {
@@ -453,7 +460,10 @@ impl<'a> Manifest<'a> {
     /// Wraps the manifest bytes for `header`; checks only their length.
     pub fn new(header: &StreamHeader, bytes: &'a [u8]) -> Result<Self, LayoutError> {
         if bytes.len() as u64 != header.manifest_len {
-            return Err(LayoutError::Truncated { expected: header.manifest_len, actual: bytes.len() as u64 });
+            return Err(LayoutError::Truncated {
+                expected: header.manifest_len,
+                actual: bytes.len() as u64,
+            });
         }
         // `StreamHeader::check` bounded extent_count by block_count, and the
         // manifest length equals their records' sum, so the split is in bounds.
@@ -464,9 +474,10 @@ impl<'a> Manifest<'a> {
 
     /// Extents in stream order.
     pub fn extents(&self) -> impl ExactSizeIterator<Item = Extent> + 'a {
-        self.extents
-            .chunks_exact(EXTENT_LEN)
-            .map(|c| Extent { first: le64(c, 0..8), count: le64(c, 8..16) })
+        self.extents.chunks_exact(EXTENT_LEN).map(|c| Extent {
+            first: le64(c, 0..8),
+            count: le64(c, 8..16),
+        })
     }
 
     /// The stored hash of image block `block`, if it exists.
@@ -478,7 +489,11 @@ impl<'a> Manifest<'a> {
     /// Checks the extents: none empty, none past the end, none overlapping, and
     /// full coverage unless the file is sequence-only. `scratch` is a bitmap of at
     /// least `block_count` bits, zeroed by the caller.
-    pub fn check_extents(&self, header: &StreamHeader, scratch: &mut [u64]) -> Result<(), LayoutError> {
+    pub fn check_extents(
+        &self,
+        header: &StreamHeader,
+        scratch: &mut [u64],
+    ) -> Result<(), LayoutError> {
         let n = header.block_count;
         if (scratch.len() as u64).saturating_mul(64) < n {
             return Err(LayoutError::ScratchTooSmall);
@@ -492,7 +507,12 @@ impl<'a> Manifest<'a> {
             match e.first.checked_add(e.count) {
                 Some(end) if end <= n => {}
                 _ => {
-                    return Err(LayoutError::ExtentPastEnd { index, first: e.first, count: e.count, block_count: n })
+                    return Err(LayoutError::ExtentPastEnd {
+                        index,
+                        first: e.first,
+                        count: e.count,
+                        block_count: n,
+                    })
                 }
             }
             for block in e.first..e.first + e.count {
@@ -508,7 +528,8 @@ impl<'a> Manifest<'a> {
             return Err(LayoutError::Inconsistent("stream_blocks"));
         }
         if !header.flags.contains(FileFlags::SEQUENCE_ONLY) {
-            if let Some(block) = (0..n).find(|&b| scratch[(b / 64) as usize] & (1 << (b % 64)) == 0) {
+            if let Some(block) = (0..n).find(|&b| scratch[(b / 64) as usize] & (1 << (b % 64)) == 0)
+            {
                 return Err(LayoutError::IncompleteCoverage { block });
             }
         }
@@ -532,11 +553,20 @@ mod tests {
         assert_eq!(StreamHeader::parse(&b).unwrap(), h);
         let mut bad = b;
         bad[16] = 3; // block size 4099
-        assert!(matches!(StreamHeader::parse(&bad), Err(LayoutError::BadBlockSize(_))));
+        assert!(matches!(
+            StreamHeader::parse(&bad),
+            Err(LayoutError::BadBlockSize(_))
+        ));
         let mut bad = b;
         bad[8] = 2;
-        assert_eq!(StreamHeader::parse(&bad), Err(LayoutError::UnsupportedVersion(2)));
-        assert!(StreamHeader::new(FileFlags::empty(), 4096, 10_000, 2, 2).is_err(), "not sequence-only");
+        assert_eq!(
+            StreamHeader::parse(&bad),
+            Err(LayoutError::UnsupportedVersion(2))
+        );
+        assert!(
+            StreamHeader::new(FileFlags::empty(), 4096, 10_000, 2, 2).is_err(),
+            "not sequence-only"
+        );
     }
 
     #[test]
@@ -549,9 +579,15 @@ mod tests {
         assert_eq!(man.check_extents(&h, &mut [0u64; 1]), Ok(()));
         Extent { first: 7, count: 1 }.emit(&mut m[16..32]);
         let man = Manifest::new(&h, &m).unwrap();
-        assert!(matches!(man.check_extents(&h, &mut [0u64; 1]), Err(LayoutError::OverlappingExtents { index: 1, block: 7 })));
+        assert!(matches!(
+            man.check_extents(&h, &mut [0u64; 1]),
+            Err(LayoutError::OverlappingExtents { index: 1, block: 7 })
+        ));
         Extent { first: 7, count: 9 }.emit(&mut m[16..32]);
         let man = Manifest::new(&h, &m).unwrap();
-        assert!(matches!(man.check_extents(&h, &mut [0u64; 1]), Err(LayoutError::ExtentPastEnd { .. })));
+        assert!(matches!(
+            man.check_extents(&h, &mut [0u64; 1]),
+            Err(LayoutError::ExtentPastEnd { .. })
+        ));
     }
 }

@@ -15,7 +15,9 @@ impl Instant {
     /// The origin.
     pub const ZERO: Instant = Instant { micros: 0 };
     /// Later than anything a run reaches; useful as "never".
-    pub const FAR_FUTURE: Instant = Instant { micros: u64::MAX / 2 };
+    pub const FAR_FUTURE: Instant = Instant {
+        micros: u64::MAX / 2,
+    };
 
     /// From microseconds since the origin.
     pub const fn from_micros(micros: u64) -> Self {
@@ -39,7 +41,9 @@ impl Add<Duration> for Instant {
     type Output = Instant;
     fn add(self, d: Duration) -> Instant {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        Instant { micros: self.micros.saturating_add(us) }
+        Instant {
+            micros: self.micros.saturating_add(us),
+        }
     }
 }
 

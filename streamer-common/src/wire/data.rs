@@ -70,7 +70,11 @@ impl<T: AsRef<[u8]>> DataPacket<T> {
     pub fn new_checked(buffer: T) -> Result<Self, WireError> {
         let b = buffer.as_ref();
         if b.len() <= DATA_HEADER_LEN {
-            return Err(if b.len() < DATA_HEADER_LEN { WireError::Truncated } else { WireError::BadField });
+            return Err(if b.len() < DATA_HEADER_LEN {
+                WireError::Truncated
+            } else {
+                WireError::BadField
+            });
         }
         let body = &b[HEADER_LEN..];
         if be16(body, field::RESERVED) != 0 || be16(body, field::FLAGS) & !DataFlags::KNOWN != 0 {

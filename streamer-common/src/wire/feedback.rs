@@ -108,7 +108,9 @@ impl<'a> NakRanges<'a> {
     }
     /// The ranges as `(first seq, count)`.
     pub fn iter(&self) -> impl Iterator<Item = (u32, u32)> + 'a {
-        self.bytes.chunks_exact(8).map(|c| (be32(c, 0..4), be32(c, 4..8)))
+        self.bytes
+            .chunks_exact(8)
+            .map(|c| (be32(c, 0..4), be32(c, 4..8)))
     }
 }
 
@@ -145,7 +147,9 @@ impl<'a> NakRepr<'a> {
             return Err(WireError::BadField);
         }
         expect_len(body, Self::FIXED_LEN + 8 * n)?;
-        let ranges = NakRanges { bytes: &body[Self::FIXED_LEN..] };
+        let ranges = NakRanges {
+            bytes: &body[Self::FIXED_LEN..],
+        };
         let mut next_allowed: u64 = 0;
         for (first, len) in ranges.iter() {
             let end = u64::from(first) + u64::from(len);
@@ -154,7 +158,10 @@ impl<'a> NakRepr<'a> {
             }
             next_allowed = end + 1;
         }
-        Ok(NakRepr { member: be32(body, 0..4), ranges })
+        Ok(NakRepr {
+            member: be32(body, 0..4),
+            ranges,
+        })
     }
 
     /// Body length for `n` ranges.
@@ -212,7 +219,11 @@ impl EndRepr {
     /// Parses an END body.
     pub fn parse(body: &[u8]) -> Result<Self, WireError> {
         expect_len(body, Self::BODY_LEN)?;
-        Ok(EndRepr { total_packets: be32(body, 0..4), members: be32(body, 4..8), round: be32(body, 8..12) })
+        Ok(EndRepr {
+            total_packets: be32(body, 0..4),
+            members: be32(body, 4..8),
+            round: be32(body, 8..12),
+        })
     }
     /// Body length when emitted.
     pub const fn body_len(&self) -> usize {
@@ -246,7 +257,10 @@ impl DoneRepr {
     /// Parses a DONE body.
     pub fn parse(body: &[u8]) -> Result<Self, WireError> {
         expect_len(body, Self::BODY_LEN)?;
-        Ok(DoneRepr { member: be32(body, 0..4), packets: be32(body, 4..8) })
+        Ok(DoneRepr {
+            member: be32(body, 0..4),
+            packets: be32(body, 4..8),
+        })
     }
     /// Body length when emitted.
     pub const fn body_len(&self) -> usize {
@@ -256,5 +270,40 @@ impl DoneRepr {
     pub fn emit(&self, body: &mut [u8]) {
         put_be32(body, 0..4, self.member);
         put_be32(body, 4..8, self.packets);
+    }
+}
+
+/// DONE_ACK: the appliance counted a member's DONE; the member may exit.
+///
+/// ```text
+/// member u32 | reserved u32
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DoneAckRepr {
+    /// Whose DONE was counted.
+    pub member: u32,
+}
+
+impl DoneAckRepr {
+    /// The body's exact length.
+    pub const BODY_LEN: usize = 8;
+    /// Parses a DONE_ACK body.
+    pub fn parse(body: &[u8]) -> Result<Self, WireError> {
+        expect_len(body, Self::BODY_LEN)?;
+        if be32(body, 4..8) != 0 {
+            return Err(WireError::Reserved);
+        }
+        Ok(DoneAckRepr {
+            member: be32(body, 0..4),
+        })
+    }
+    /// Body length when emitted.
+    pub const fn body_len(&self) -> usize {
+        Self::BODY_LEN
+    }
+    /// Writes the body.
+    pub fn emit(&self, body: &mut [u8]) {
+        put_be32(body, 0..4, self.member);
+        put_be32(body, 4..8, 0);
     }
 }

@@ -2,8 +2,8 @@
 
 use super::header::{Header, HeaderRepr, HEADER_LEN};
 use super::{
-    AckRepr, DataRepr, DoneRepr, EndRepr, ErrorRepr, JoinRepr, LeaveRepr, MessageType, NakRepr,
-    ReadReplyRepr, ReadRepr, WelcomeRepr, WireError, MAX_DATAGRAM,
+    AckRepr, DataRepr, DoneAckRepr, DoneRepr, EndRepr, ErrorRepr, JoinRepr, LeaveRepr, MessageType,
+    NakRepr, ReadReplyRepr, ReadRepr, WelcomeRepr, WireError, MAX_DATAGRAM,
 };
 
 /// One parsed message, borrowing from the datagram.
@@ -31,6 +31,8 @@ pub enum Message<'a> {
     Error(ErrorRepr<'a>),
     /// See [`LeaveRepr`].
     Leave(LeaveRepr),
+    /// See [`DoneAckRepr`].
+    DoneAck(DoneAckRepr),
 }
 
 impl<'a> Message<'a> {
@@ -52,6 +54,7 @@ impl<'a> Message<'a> {
             MessageType::ReadReply => Message::ReadReply(ReadReplyRepr::parse(body)?),
             MessageType::Error => Message::Error(ErrorRepr::parse(body)?),
             MessageType::Leave => Message::Leave(LeaveRepr::parse(body)?),
+            MessageType::DoneAck => Message::DoneAck(DoneAckRepr::parse(body)?),
         };
         Ok((repr.session, msg))
     }
@@ -70,6 +73,7 @@ impl<'a> Message<'a> {
             Message::ReadReply(_) => MessageType::ReadReply,
             Message::Error(_) => MessageType::Error,
             Message::Leave(_) => MessageType::Leave,
+            Message::DoneAck(_) => MessageType::DoneAck,
         }
     }
 
@@ -86,6 +90,7 @@ impl<'a> Message<'a> {
             Message::ReadReply(r) => r.body_len(),
             Message::Error(r) => r.body_len(),
             Message::Leave(r) => r.body_len(),
+            Message::DoneAck(r) => r.body_len(),
         }
     }
 
@@ -105,7 +110,12 @@ impl<'a> Message<'a> {
             return Err(WireError::BadLength);
         }
         let buf = buf.get_mut(..len).ok_or(WireError::Truncated)?;
-        HeaderRepr { message_type: self.message_type(), length: len as u16, session }.emit(buf);
+        HeaderRepr {
+            message_type: self.message_type(),
+            length: len as u16,
+            session,
+        }
+        .emit(buf);
         let body = &mut buf[HEADER_LEN..];
         match self {
             Message::Join(r) => r.emit(body),
@@ -119,6 +129,7 @@ impl<'a> Message<'a> {
             Message::ReadReply(r) => r.emit(body),
             Message::Error(r) => r.emit(body),
             Message::Leave(r) => r.emit(body),
+            Message::DoneAck(r) => r.emit(body),
         }
         Ok(len)
     }

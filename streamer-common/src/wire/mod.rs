@@ -29,7 +29,9 @@ mod read;
 mod session;
 
 pub use data::{DataFlags, DataPacket, DataRepr, DATA_HEADER_LEN, NO_ACKER};
-pub use feedback::{AckFlags, AckRepr, DoneRepr, EndRepr, NakRanges, NakRepr, MAX_NAK_RANGES};
+pub use feedback::{
+    AckFlags, AckRepr, DoneAckRepr, DoneRepr, EndRepr, NakRanges, NakRepr, MAX_NAK_RANGES,
+};
 pub use header::{Header, HeaderRepr, HEADER_LEN, MAGIC, VERSION};
 pub use message::Message;
 pub use read::{ReadReplyRepr, ReadRepr, ReadStatus, MAX_READ_BLOCKS};
@@ -71,6 +73,8 @@ pub enum MessageType {
     Error = 10,
     /// Client → appliance: leaving the session.
     Leave = 11,
+    /// Appliance → client: its DONE was counted; it may exit.
+    DoneAck = 12,
 }
 
 impl MessageType {
@@ -88,6 +92,7 @@ impl MessageType {
             9 => Self::ReadReply,
             10 => Self::Error,
             11 => Self::Leave,
+            12 => Self::DoneAck,
             _ => return None,
         })
     }

@@ -37,7 +37,12 @@ impl ReadRepr {
         if count == 0 || count > MAX_READ_BLOCKS {
             return Err(WireError::BadField);
         }
-        Ok(ReadRepr { member: be32(body, 0..4), tag: be32(body, 4..8), block: be64(body, 8..16), count })
+        Ok(ReadRepr {
+            member: be32(body, 0..4),
+            tag: be32(body, 4..8),
+            block: be64(body, 8..16),
+            count,
+        })
     }
     /// Body length when emitted.
     pub const fn body_len(&self) -> usize {
@@ -107,7 +112,13 @@ impl<'a> ReadReplyRepr<'a> {
         if (status == ReadStatus::Ok) == data.is_empty() {
             return Err(WireError::BadField);
         }
-        Ok(ReadReplyRepr { tag: be32(body, 0..4), status, block: be64(body, 8..16), offset: be32(body, 16..20), data })
+        Ok(ReadReplyRepr {
+            tag: be32(body, 0..4),
+            status,
+            block: be64(body, 8..16),
+            offset: be32(body, 16..20),
+            data,
+        })
     }
     /// Body length when emitted.
     pub fn body_len(&self) -> usize {
@@ -123,4 +134,3 @@ impl<'a> ReadReplyRepr<'a> {
         body[Self::FIXED_LEN..Self::FIXED_LEN + self.data.len()].copy_from_slice(self.data);
     }
 }
-

@@ -52,7 +52,11 @@ impl<'a> JoinRepr<'a> {
         }
         expect_len(body, Self::FIXED_LEN + n)?;
         let image = core::str::from_utf8(&body[join::NAME..]).map_err(|_| WireError::BadField)?;
-        Ok(JoinRepr { client_id: be64(body, join::CLIENT_ID), capacity: be64(body, join::CAPACITY), image })
+        Ok(JoinRepr {
+            client_id: be64(body, join::CLIENT_ID),
+            capacity: be64(body, join::CAPACITY),
+            image,
+        })
     }
 
     /// Body length when emitted.
@@ -215,7 +219,10 @@ impl LeaveRepr {
             2 => LeaveReason::Failed,
             _ => return Err(WireError::BadField),
         };
-        Ok(LeaveRepr { member: be32(body, 0..4), reason })
+        Ok(LeaveRepr {
+            member: be32(body, 0..4),
+            reason,
+        })
     }
     /// Body length when emitted.
     pub const fn body_len(&self) -> usize {

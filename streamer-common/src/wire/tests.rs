@@ -12,14 +12,23 @@ fn round_trip(session: u32, m: Message<'_>) {
     assert_eq!(back, m);
     // Every strict prefix is refused, never a panic.
     for cut in 0..n {
-        assert!(Message::parse(&buf[..cut]).is_err(), "{:?} accepted at {cut} bytes", m.message_type());
+        assert!(
+            Message::parse(&buf[..cut]).is_err(),
+            "{:?} accepted at {cut} bytes",
+            m.message_type()
+        );
     }
 }
 
 #[test]
 fn header_golden_bytes() {
     let mut buf = [0u8; 64];
-    let n = Message::Done(DoneRepr { member: 7, packets: 0x0102_0304 }).emit(0xAABB_CCDD, &mut buf).unwrap();
+    let n = Message::Done(DoneRepr {
+        member: 7,
+        packets: 0x0102_0304,
+    })
+    .emit(0xAABB_CCDD, &mut buf)
+    .unwrap();
     assert_eq!(
         &buf[..n],
         &[0x53, 0x54, 1, 7, 0, 20, 0, 0, 0xAA, 0xBB, 0xCC, 0xDD, 0, 0, 0, 7, 1, 2, 3, 4]
@@ -33,8 +42,16 @@ fn every_message_round_trips() {
     NakRepr::emit_from(3, &[(10, 5), (20, 1)], &mut nak_body);
     let nak = NakRepr::parse(&nak_body).unwrap();
     let msgs = [
-        Message::Join(JoinRepr { client_id: 42, capacity: 1 << 30, image: "rootfs" }),
-        Message::Join(JoinRepr { client_id: 1, capacity: 0, image: "" }),
+        Message::Join(JoinRepr {
+            client_id: 42,
+            capacity: 1 << 30,
+            image: "rootfs",
+        }),
+        Message::Join(JoinRepr {
+            client_id: 1,
+            capacity: 0,
+            image: "",
+        }),
         Message::Welcome(WelcomeRepr {
             member: 1,
             group: [239, 77, 0, 1],
@@ -64,13 +81,44 @@ fn every_message_round_trips() {
             flags: AckFlags::OUT_OF_TURN,
         }),
         Message::Nak(nak),
-        Message::End(EndRepr { total_packets: 10, members: 2, round: 1 }),
-        Message::Done(DoneRepr { member: 1, packets: 10 }),
-        Message::Read(ReadRepr { member: 1, tag: 9, block: 77, count: 4 }),
-        Message::ReadReply(ReadReplyRepr { tag: 9, status: ReadStatus::Ok, block: 77, offset: 1400, data: b"xy" }),
-        Message::ReadReply(ReadReplyRepr { tag: 9, status: ReadStatus::OutOfRange, block: 77, offset: 0, data: b"" }),
-        Message::Error(ErrorRepr { code: ErrorCode::UnknownImage, text: "no image named \"x\"" }),
-        Message::Leave(LeaveRepr { member: 4, reason: LeaveReason::Failed }),
+        Message::End(EndRepr {
+            total_packets: 10,
+            members: 2,
+            round: 1,
+        }),
+        Message::Done(DoneRepr {
+            member: 1,
+            packets: 10,
+        }),
+        Message::Read(ReadRepr {
+            member: 1,
+            tag: 9,
+            block: 77,
+            count: 4,
+        }),
+        Message::ReadReply(ReadReplyRepr {
+            tag: 9,
+            status: ReadStatus::Ok,
+            block: 77,
+            offset: 1400,
+            data: b"xy",
+        }),
+        Message::ReadReply(ReadReplyRepr {
+            tag: 9,
+            status: ReadStatus::OutOfRange,
+            block: 77,
+            offset: 0,
+            data: b"",
+        }),
+        Message::Error(ErrorRepr {
+            code: ErrorCode::UnknownImage,
+            text: "no image named \"x\"",
+        }),
+        Message::Leave(LeaveRepr {
+            member: 4,
+            reason: LeaveReason::Failed,
+        }),
+        Message::DoneAck(DoneAckRepr { member: 4 }),
     ];
     for m in msgs {
         round_trip(77, m);
@@ -80,7 +128,12 @@ fn every_message_round_trips() {
 #[test]
 fn header_rejections() {
     let mut buf = [0u8; 64];
-    let n = Message::Done(DoneRepr { member: 1, packets: 2 }).emit(1, &mut buf).unwrap();
+    let n = Message::Done(DoneRepr {
+        member: 1,
+        packets: 2,
+    })
+    .emit(1, &mut buf)
+    .unwrap();
     let ok = &buf[..n];
     let with = |i: usize, v: u8| {
         let mut b = [0u8; 20];
@@ -103,7 +156,11 @@ fn body_rules() {
     // NAK ranges must be ascending, disjoint, non-touching and non-empty.
     let mut b = [0u8; 8 + 16];
     NakRepr::emit_from(1, &[(10, 5), (15, 1)], &mut b);
-    assert_eq!(NakRepr::parse(&b), Err(WireError::BadField), "touching ranges");
+    assert_eq!(
+        NakRepr::parse(&b),
+        Err(WireError::BadField),
+        "touching ranges"
+    );
     NakRepr::emit_from(1, &[(10, 0), (20, 1)], &mut b);
     assert_eq!(NakRepr::parse(&b), Err(WireError::BadField), "empty range");
     NakRepr::emit_from(1, &[(20, 1), (10, 1)], &mut b);
@@ -112,8 +169,15 @@ fn body_rules() {
     assert!(NakRepr::parse(&b).is_err(), "overflow");
     // ACK credit below what was received is nonsense.
     let mut a = [0u8; AckRepr::BODY_LEN];
-    AckRepr { member: 1, window: 0, received_through: 10, credit_end: 9, missing: 0, flags: AckFlags::empty() }
-        .emit(&mut a);
+    AckRepr {
+        member: 1,
+        window: 0,
+        received_through: 10,
+        credit_end: 9,
+        missing: 0,
+        flags: AckFlags::empty(),
+    }
+    .emit(&mut a);
     assert_eq!(AckRepr::parse(&a), Err(WireError::BadField));
     // DATA with no payload, JOIN with a non-UTF-8 name, READ of zero blocks.
     assert_eq!(DataRepr::parse(&[0u8; 24]), Err(WireError::BadField));
@@ -128,7 +192,14 @@ fn body_rules() {
 #[test]
 fn data_view_matches_repr_and_header_emit() {
     let payload = [5u8; 100];
-    let repr = DataRepr { seq: 3, acker: 1, members: 2, flags: DataFlags::empty(), offset: 300, payload: &payload };
+    let repr = DataRepr {
+        seq: 3,
+        acker: 1,
+        members: 2,
+        flags: DataFlags::empty(),
+        offset: 300,
+        payload: &payload,
+    };
     let mut hdr = [0u8; DATA_HEADER_LEN];
     repr.emit_header(9, payload.len(), &mut hdr);
     let mut whole = [0u8; DATA_HEADER_LEN + 100];
@@ -137,5 +208,8 @@ fn data_view_matches_repr_and_header_emit() {
     let (s, m) = Message::parse(&whole).unwrap();
     assert_eq!((s, m), (9, Message::Data(repr)));
     let v = DataPacket::new_checked(&whole[..]).unwrap();
-    assert_eq!((v.seq(), v.acker(), v.members(), v.offset(), v.payload()), (3, 1, 2, 300, &payload[..]));
+    assert_eq!(
+        (v.seq(), v.acker(), v.members(), v.offset(), v.payload()),
+        (3, 1, 2, 300, &payload[..])
+    );
 }

@@ -1,1 +1,585 @@
-//! Stream sessions (filled in by the session work).
+//! The appliance's session engine: sans-IO, deterministic, driven by events.
+//!
+//! [`Engine`] owns every session (one per image being streamed) and turns
+//! datagrams and timer expiries into datagrams to send. It owns no socket, thread or
+//! clock: the socket driver ([`driver`]) and the simulator in `bench` feed it.
+//!
+//! # Call order
+//!
+//! ```text
+//! loop {
+//!     for each datagram received:      engine.handle_packet(now, from, bytes)
+//!     if now >= engine.poll_timeout(): engine.handle_timeout(now)
+//!     while let Some(t) = engine.poll_transmit(now, &mut buf): send t
+//!     while let Some(e) = engine.poll_event(): log / count e
+//!     sleep until engine.poll_timeout() or a datagram arrives
+//! }
+//! ```
+//!
+//! DATA is returned as a header plus a range of the session's stream file
+//! ([`Payload`]), so the driver sends the payload straight from its mapping.
+//!
+//! # The protocol in one paragraph
+//!
+//! Clients JOIN during the invitation period ([`Config::max_wait`], or until
+//! [`Config::min_clients`] have joined); the session then multicasts the stream
+//! file in order, one DATA per `payload` bytes, paced by a token bucket. Each
+//! window of [`Config::window`] packets names one designated acker, round robin
+//! (patent steps 516–518); only it acknowledges, with its receive credit, and the
+//! session never sends past the smallest credit it knows (step 412). NAKs feed the
+//! repair planner ([`repair`]). After the first pass, END is repeated until every
+//! member has answered DONE or has been evicted; an evicted member no longer paces
+//! the group and finishes by unicast repair.
+
+pub mod driver;
+pub mod ranges;
+mod rate;
+mod registry;
+mod repair;
+mod group;
+
+pub use registry::EvictReason;
+pub use group::Phase;
+
+use core::time::Duration;
+use group::Session;
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use streamer_common::stream_file;
+use streamer_common::time::Instant;
+use streamer_common::wire::{ErrorCode, ErrorRepr, Message, WireError, DATA_HEADER_LEN};
+
+/// Tunables of every session. Defaults suit a 1–10 Gbit/s boot network.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Stream-file bytes per DATA packet (1400 keeps a 1500-byte MTU).
+    pub payload: u16,
+    /// Packets per acknowledgement window.
+    pub window: u32,
+    /// Rate cap in bytes per second.
+    pub rate: u64,
+    /// Back off on reported loss, recover towards the cap.
+    pub adaptive_rate: bool,
+    /// Packets the pacer may send back to back.
+    pub burst_packets: u32,
+    /// Start once this many clients joined and confirmed their WELCOME.
+    pub min_clients: u32,
+    /// A WELCOME not confirmed (by any message from the member) within this time
+    /// is sent again, so a lost WELCOME does not turn a member into a late joiner.
+    pub welcome_retry: Duration,
+    /// Start at the latest this long after the first JOIN.
+    pub max_wait: Duration,
+    /// How long NAKs for one packet are gathered before the planner decides.
+    pub repair_holdoff: Duration,
+    /// Members missing a packet for it to be multicast again.
+    pub mcast_threshold: u32,
+    /// NAKs for a packet repaired less than this long ago crossed the repair in
+    /// flight and are ignored.
+    pub repair_guard: Duration,
+    /// Pause between the end of the invitation period and the first DATA, for the
+    /// last WELCOMEs to arrive and group joins to take effect.
+    pub start_delay: Duration,
+    /// How long a designated acker has to acknowledge its window.
+    pub ack_timeout: Duration,
+    /// Consecutive missed acknowledgements that evict a member as silent.
+    pub max_missed_acks: u32,
+    /// How long a member's credit may stall the group before it is evicted.
+    pub stall_timeout: Duration,
+    /// Interval of END repetitions.
+    pub end_interval: Duration,
+    /// After the first pass, a member not heard from this long is evicted.
+    pub end_patience: Duration,
+    /// How long a complete session keeps serving evicted members.
+    pub linger: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            payload: 1400,
+            window: 64,
+            rate: 100_000_000,
+            adaptive_rate: false,
+            burst_packets: 32,
+            min_clients: u32::MAX,
+            welcome_retry: Duration::from_millis(50),
+            max_wait: Duration::from_secs(5),
+            repair_holdoff: Duration::from_millis(2),
+            mcast_threshold: 2,
+            repair_guard: Duration::from_millis(10),
+            start_delay: Duration::from_millis(50),
+            ack_timeout: Duration::from_millis(250),
+            max_missed_acks: 3,
+            stall_timeout: Duration::from_secs(2),
+            end_interval: Duration::from_millis(100),
+            end_patience: Duration::from_secs(3),
+            linger: Duration::from_secs(10),
+        }
+    }
+}
+
+/// An image the appliance serves: its stream file's header, size and group.
+#[derive(Debug, Clone)]
+pub struct ImageSpec {
+    /// The name clients ask for (empty JOINs get the first image).
+    pub name: String,
+    /// The stream file's header, verbatim (it carries the hash chain).
+    pub header: [u8; stream_file::HEADER_LEN],
+    /// The stream file's length in bytes.
+    pub file_len: u64,
+    /// The session's multicast group.
+    pub group: Ipv4Addr,
+    /// The group's UDP port.
+    pub data_port: u16,
+}
+
+/// Where a DATA payload comes from: a byte range of the session's stream file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Payload {
+    /// Offset in the stream file.
+    pub offset: u64,
+    /// Bytes.
+    pub len: usize,
+}
+
+/// One datagram to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// The session it belongs to (whose stream file `payload` refers to).
+    pub session: u32,
+    /// The destination: the group or one member.
+    pub dest: SocketAddrV4,
+    /// Whether `dest` is the session's multicast group.
+    pub multicast: bool,
+    /// Bytes written into the caller's buffer: the whole datagram for control
+    /// messages, the DATA header for DATA.
+    pub len: usize,
+    /// For DATA, the payload to send after the header.
+    pub payload: Option<Payload>,
+}
+
+/// Counters of one session.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SessionStats {
+    /// First-pass DATA packets.
+    pub data_packets: u64,
+    /// Repairs sent to the group.
+    pub repair_mcast: u64,
+    /// Repairs sent to one member.
+    pub repair_ucast: u64,
+    /// DATA bytes sent, headers included.
+    pub bytes_out: u64,
+    /// Control datagrams sent.
+    pub control_out: u64,
+    /// ACKs received.
+    pub acks: u64,
+    /// Of which out of turn.
+    pub out_of_turn_acks: u64,
+    /// NAKs received.
+    pub naks: u64,
+    /// Packets named in NAKs.
+    pub nak_packets: u64,
+    /// Designated acknowledgements that never came.
+    pub missed_acks: u64,
+    /// Members done.
+    pub done: u64,
+    /// Members evicted.
+    pub evicted: u64,
+    /// Datagrams naming a member from another address.
+    pub unverified: u64,
+    /// Messages of a type the appliance does not take.
+    pub unexpected: u64,
+    /// ACK round trips, microseconds (window sent → its ACK).
+    #[serde(skip)]
+    pub ack_rtt_us: Vec<u64>,
+}
+
+/// What a finished session did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionReport {
+    /// Session id.
+    pub session: u32,
+    /// Image name.
+    pub image: String,
+    /// Members ever registered.
+    pub members: usize,
+    /// Members that answered DONE.
+    pub done: usize,
+    /// Evicted members: client id, address, reason.
+    pub evicted: Vec<(u64, SocketAddrV4, EvictReason)>,
+    /// Start of streaming to the last DONE or eviction.
+    pub duration: Duration,
+    /// Stream-file bytes (what one pass sends, before headers).
+    pub stream_bytes: u64,
+    /// Join → DONE of each done member, sorted.
+    pub completion: Vec<Duration>,
+    /// Counters.
+    pub stats: SessionStats,
+}
+
+impl SessionReport {
+    /// Appliance egress divided by the stream file's size.
+    pub fn egress_ratio(&self) -> f64 {
+        self.stats.bytes_out as f64 / self.stream_bytes.max(1) as f64
+    }
+    /// The `q` quantile (0..=1) of completion times.
+    pub fn completion_quantile(&self, q: f64) -> Option<Duration> {
+        let n = self.completion.len();
+        (n > 0).then(|| self.completion[((n - 1) as f64 * q).round() as usize])
+    }
+}
+
+/// What happened, for logs and metrics.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A client registered.
+    MemberJoined {
+        /// Session.
+        session: u32,
+        /// Its member id.
+        member: u32,
+        /// Its own id.
+        client_id: u64,
+        /// Its address.
+        addr: SocketAddrV4,
+        /// Whether streaming had started.
+        late: bool,
+    },
+    /// The invitation period ended.
+    SessionStarted {
+        /// Session.
+        session: u32,
+        /// Members registered.
+        members: usize,
+    },
+    /// A member has everything.
+    MemberDone {
+        /// Session.
+        session: u32,
+        /// Member.
+        member: u32,
+        /// Its own id.
+        client_id: u64,
+        /// Join → DONE.
+        elapsed: Duration,
+    },
+    /// A member stopped counting for pacing.
+    MemberEvicted {
+        /// Session.
+        session: u32,
+        /// Member.
+        member: u32,
+        /// Its own id.
+        client_id: u64,
+        /// Why.
+        reason: EvictReason,
+    },
+    /// Every member is done or evicted.
+    SessionComplete {
+        /// Session.
+        session: u32,
+        /// The report.
+        report: Box<SessionReport>,
+    },
+    /// A JOIN named an image this appliance does not serve.
+    UnknownImage {
+        /// Who asked.
+        from: SocketAddrV4,
+        /// What for.
+        image: String,
+    },
+}
+
+/// Datagrams refused, by reason.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct InputStats {
+    /// Refused by the wire parser, indexed by `WireError as usize`.
+    pub malformed: [u64; 8],
+    /// Valid datagrams naming no live session.
+    pub unknown_session: u64,
+    /// Valid datagrams the appliance never takes (DATA, WELCOME, ...).
+    pub unexpected: u64,
+    /// Datagrams accepted.
+    pub accepted: u64,
+}
+
+impl InputStats {
+    /// Malformed datagrams in all.
+    pub fn malformed_total(&self) -> u64 {
+        self.malformed.iter().sum()
+    }
+    fn count(&mut self, e: WireError) {
+        self.malformed[(e as usize).min(7)] += 1;
+    }
+}
+
+/// The appliance's session engine. See the module documentation for the call order.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: Arc<Config>,
+    images: Vec<Arc<ImageSpec>>,
+    sessions: Vec<Session>,
+    next_session: u32,
+    events: VecDeque<Event>,
+    errors: VecDeque<(SocketAddrV4, ErrorCode, String)>,
+    rr: usize,
+    /// Input counters.
+    pub input: InputStats,
+}
+
+impl Engine {
+    /// An engine serving `images` (the first is the default).
+    pub fn new(cfg: Config, images: Vec<ImageSpec>) -> Self {
+        Engine {
+            cfg: Arc::new(cfg),
+            images: images.into_iter().map(Arc::new).collect(),
+            sessions: Vec::new(),
+            next_session: 1,
+            events: VecDeque::new(),
+            errors: VecDeque::new(),
+            rr: 0,
+            input: InputStats::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    fn session_index(&self, id: u32) -> Option<usize> {
+        self.sessions.iter().position(|s| s.id == id)
+    }
+
+    /// Feeds one datagram from `from`. Malformed or foreign datagrams are counted
+    /// and dropped; nothing here panics on input.
+    pub fn handle_packet(&mut self, now: Instant, from: SocketAddrV4, bytes: &[u8]) {
+        let (session, msg) = match Message::parse(bytes) {
+            Ok(x) => x,
+            Err(e) => {
+                self.input.count(e);
+                return;
+            }
+        };
+        match msg {
+            Message::Join(join) => {
+                self.input.accepted += 1;
+                self.on_join(now, from, join.client_id, join.capacity, join.image);
+            }
+            Message::Ack(_) | Message::Nak(_) | Message::Done(_) | Message::Leave(_) => {
+                match self.session_index(session) {
+                    Some(i) => {
+                        self.input.accepted += 1;
+                        self.sessions[i].handle(now, from, &msg, &mut self.events);
+                    }
+                    None => {
+                        self.input.unknown_session += 1;
+                        self.errors.push_back((
+                            from,
+                            ErrorCode::UnknownSession,
+                            format!("session {session} does not exist or has ended; join again"),
+                        ));
+                    }
+                }
+            }
+            Message::Read(_) => {
+                self.input.accepted += 1;
+                self.errors.push_back((
+                    from,
+                    ErrorCode::Unavailable,
+                    "on-demand READ is not served by this appliance version".into(),
+                ));
+            }
+            _ => self.input.unexpected += 1,
+        }
+    }
+
+    fn on_join(
+        &mut self,
+        now: Instant,
+        from: SocketAddrV4,
+        client_id: u64,
+        capacity: u64,
+        image: &str,
+    ) {
+        let Some(img) = (if image.is_empty() {
+            self.images.first().cloned()
+        } else {
+            self.images.iter().find(|i| i.name == image).cloned()
+        }) else {
+            let served: Vec<&str> = self.images.iter().map(|i| i.name.as_str()).collect();
+            self.errors.push_back((
+                from,
+                ErrorCode::UnknownImage,
+                format!(
+                    "no image named {image:?}; this appliance serves: {}",
+                    served.join(", ")
+                ),
+            ));
+            self.events.push_back(Event::UnknownImage {
+                from,
+                image: image.to_string(),
+            });
+            return;
+        };
+        let idx = match self
+            .sessions
+            .iter()
+            .position(|s| Arc::ptr_eq(&s.image, &img) && s.accepts_members())
+        {
+            Some(i) => i,
+            None => {
+                let id = self.next_session;
+                self.next_session = self.next_session.wrapping_add(1).max(1);
+                self.sessions
+                    .push(Session::new(id, img, self.cfg.clone(), now));
+                self.sessions.len() - 1
+            }
+        };
+        self.sessions[idx].join(now, client_id, from, capacity, &mut self.events);
+    }
+
+    /// Ends the invitation period of every inviting session for `image` (all
+    /// images when `None`) now: the operator's "start now".
+    pub fn start_now(&mut self, now: Instant, image: Option<&str>) -> usize {
+        let mut n = 0;
+        for s in &mut self.sessions {
+            if s.phase == Phase::Inviting && image.is_none_or(|i| s.image.name == i) {
+                s.start(now, &mut self.events);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Runs expired timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for s in &mut self.sessions {
+            s.handle_timeout(now, &mut self.events);
+        }
+        self.sessions.retain(|s| s.phase != Phase::Closed);
+    }
+
+    /// The earliest time [`Self::handle_timeout`] or [`Self::poll_transmit`] has work.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.sessions
+            .iter_mut()
+            .filter_map(Session::poll_timeout)
+            .min()
+    }
+
+    /// The next datagram to send now, written into `buf` (at least 1500 bytes; a
+    /// DATA header needs [`DATA_HEADER_LEN`]). Control messages go first; DATA is
+    /// taken round robin across sessions, each paced by its own rate.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        if let Some((dest, code, text)) = self.errors.pop_front() {
+            let len = Message::Error(ErrorRepr { code, text: &text })
+                .emit(0, buf)
+                .ok()?;
+            return Some(Transmit {
+                session: 0,
+                dest,
+                multicast: false,
+                len,
+                payload: None,
+            });
+        }
+        for s in &mut self.sessions {
+            if let Some((dest, multicast, len)) = s.poll_control(buf) {
+                return Some(Transmit {
+                    session: s.id,
+                    dest,
+                    multicast,
+                    len,
+                    payload: None,
+                });
+            }
+        }
+        let n = self.sessions.len();
+        let header: &mut [u8; DATA_HEADER_LEN] = buf.get_mut(..DATA_HEADER_LEN)?.try_into().ok()?;
+        for k in 0..n {
+            let i = (self.rr + k) % n;
+            let s = &mut self.sessions[i];
+            if let Some((dest, multicast, payload)) = s.poll_data(now, header) {
+                self.rr = (i + 1) % n;
+                return Some(Transmit {
+                    session: s.id,
+                    dest,
+                    multicast,
+                    len: DATA_HEADER_LEN,
+                    payload: Some(payload),
+                });
+            }
+        }
+        None
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The image a session streams.
+    pub fn session_image(&self, session: u32) -> Option<&str> {
+        self.sessions
+            .iter()
+            .find(|s| s.id == session)
+            .map(|s| s.image.name.as_str())
+    }
+
+    /// A snapshot of every session, for stats and tests.
+    pub fn snapshot(&self, now: Instant) -> Vec<SessionSnapshot> {
+        self.sessions
+            .iter()
+            .map(|s| SessionSnapshot {
+                session: s.id,
+                image: s.image.name.clone(),
+                phase: s.phase,
+                members: s.registry.len(),
+                active: s.registry.active_count(),
+                next_seq: s.next_seq,
+                total_packets: s.total,
+                rate: s.rate(),
+                repair_backlog: s.repair_backlog(),
+                first_pass_done: s.first_pass_done().is_some(),
+                complete: s.complete_at().is_some(),
+                report: s.report(now),
+            })
+            .collect()
+    }
+
+    /// Whether no session is left.
+    pub fn is_idle(&self) -> bool {
+        self.sessions.is_empty()
+    }
+}
+
+/// One session's state at a moment.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SessionSnapshot {
+    /// Session id.
+    pub session: u32,
+    /// Image name.
+    pub image: String,
+    /// Phase.
+    pub phase: Phase,
+    /// Members registered.
+    pub members: usize,
+    /// Members still pacing the group.
+    pub active: usize,
+    /// Next first-pass sequence number.
+    pub next_seq: u32,
+    /// Packets in the stream.
+    pub total_packets: u32,
+    /// Current rate, bytes per second.
+    pub rate: u64,
+    /// Packets waiting for repair.
+    pub repair_backlog: u64,
+    /// Whether the first pass finished.
+    pub first_pass_done: bool,
+    /// Whether every member is done or evicted.
+    pub complete: bool,
+    /// The report so far.
+    pub report: SessionReport,
+}

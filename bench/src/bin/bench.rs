@@ -1,0 +1,74 @@
+//! `bench`: the project's benchmarks, one subcommand each.
+//!
+//! ```text
+//! bench pack [--size 1GiB] [--dir DIR] [--runs 3] [--block-size 4096] [--check]
+//! ```
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Benchmarks for streamer.
+#[derive(Debug, Parser)]
+#[command(name = "bench")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// `streamer pack` next to `cp` and `b3sum` on the same image, in the same run.
+    Pack(PackArgs),
+    // New benchmarks go here: one variant each, whose work lives in a module of the
+    // `bench` library, dispatched in `main`.
+}
+
+#[derive(Debug, clap::Args)]
+struct PackArgs {
+    /// Image size: bytes, or with a unit (KiB, MiB, GiB; KB, MB, GB).
+    #[arg(long, default_value = "1GiB", value_parser = bench::pack::parse_size)]
+    size: u64,
+    /// Where to put the image and the outputs (needs twice the size, free).
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    dir: PathBuf,
+    /// Runs per tool; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Block size for `streamer pack`.
+    #[arg(long, default_value_t = streamer::stream_file::DEFAULT_BLOCK_SIZE)]
+    block_size: u32,
+    /// Exit with status 1 if pack misses the target.
+    #[arg(long)]
+    check: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Pack(a) => run_pack(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_pack(a: PackArgs) -> anyhow::Result<ExitCode> {
+    let report = bench::pack::run(&bench::pack::PackBench {
+        size: a.size,
+        dir: a.dir,
+        runs: a.runs,
+        block_size: a.block_size,
+    })?;
+    print!("{}", report.table());
+    Ok(if a.check && !report.pass() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,239 @@
+//! The receiver engine over UDP sockets: a control socket that talks to the
+//! appliance (JOIN, ACK, NAK, DONE and their unicast answers) and a group socket
+//! that receives the session's multicast, both waited on with `poll`.
+
+use crate::image;
+use crate::receiver::{self, Receiver, ReceiverEvent, ReceiverStats, VecCache};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use streamer_common::time::Instant;
+use streamer_common::wire::MAX_DATAGRAM;
+
+/// What a run needs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The appliance's control address.
+    pub server: SocketAddrV4,
+    /// Where the verified image goes.
+    pub output: PathBuf,
+    /// Receiver tunables (client id, image name, timeouts).
+    pub receiver: receiver::Config,
+    /// Local address to receive multicast on (`None`: let the kernel choose).
+    pub interface: Option<Ipv4Addr>,
+    /// Print progress lines.
+    pub progress: bool,
+}
+
+/// How a run ended well.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Start → image written.
+    pub elapsed: Duration,
+    /// Image bytes written.
+    pub image_bytes: u64,
+    /// Whether the appliance acknowledged DONE.
+    pub acknowledged: bool,
+    /// Whether the appliance evicted this client from the group's pacing.
+    pub evicted: bool,
+    /// The receiver's counters.
+    pub stats: ReceiverStats,
+}
+
+/// Why a run failed. The output name never holds a partial image.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Sockets could not be set up.
+    #[error("{what}: {source}")]
+    Socket {
+        /// What was being done.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The protocol gave up.
+    #[error(transparent)]
+    Receive(#[from] receiver::ReceiveError),
+    /// The image could not be written.
+    #[error(transparent)]
+    Write(#[from] image::WriteError),
+    /// Stopped by a signal.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+fn sockerr(what: &'static str) -> impl FnOnce(io::Error) -> RunError {
+    move |source| RunError::Socket { what, source }
+}
+
+fn group_socket(group: Ipv4Addr, port: u16, iface: Ipv4Addr) -> Result<UdpSocket, RunError> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+        .map_err(sockerr("creating the group socket"))?;
+    s.set_reuse_address(true).map_err(sockerr("SO_REUSEADDR"))?;
+    s.set_reuse_port(true).map_err(sockerr("SO_REUSEPORT"))?;
+    // Receive bursts without loss: the kernel caps this at net.core.rmem_max.
+    let _ = s.set_recv_buffer_size(32 << 20);
+    s.bind(&SockAddr::from(SocketAddrV4::new(group, port)))
+        .map_err(sockerr("binding the group socket"))?;
+    s.join_multicast_v4(&group, &iface).map_err(sockerr(
+        "joining the multicast group (is there a route for 224.0.0.0/4 on the boot interface?)",
+    ))?;
+    let u: UdpSocket = s.into();
+    u.set_nonblocking(true).map_err(sockerr("O_NONBLOCK"))?;
+    Ok(u)
+}
+
+/// Joins, receives, verifies and writes the image. Returns once the appliance
+/// acknowledged DONE (or stopped answering it), or with the reason it failed.
+pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report, RunError> {
+    let ctl = UdpSocket::bind(SocketAddrV4::new(
+        opts.interface.unwrap_or(Ipv4Addr::UNSPECIFIED),
+        0,
+    ))
+    .map_err(sockerr("binding the control socket"))?;
+    ctl.connect(opts.server)
+        .map_err(sockerr("addressing the appliance (no route?)"))?;
+    ctl.set_nonblocking(true).map_err(sockerr("O_NONBLOCK"))?;
+    let iface = match opts.interface {
+        Some(a) => a,
+        None => match ctl.local_addr() {
+            Ok(std::net::SocketAddr::V4(a)) => *a.ip(),
+            _ => Ipv4Addr::UNSPECIFIED,
+        },
+    };
+    let t0 = std::time::Instant::now();
+    let now = || Instant::from_micros(t0.elapsed().as_micros() as u64);
+    let mut rx = Receiver::new(opts.receiver.clone(), VecCache::default());
+    let mut group: Option<UdpSocket> = None;
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut evicted = false;
+    let mut last_progress = std::time::Instant::now();
+    rx.start(now());
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            rx.leave(true);
+            flush(&mut rx, &ctl, &mut buf);
+            return Err(RunError::Interrupted);
+        }
+        while let Some(ev) = rx.poll_event() {
+            match ev {
+                ReceiverEvent::Welcomed {
+                    group: g,
+                    port,
+                    session,
+                    member,
+                    late,
+                } => {
+                    let g = Ipv4Addr::from(g);
+                    if opts.progress {
+                        eprintln!(
+                            "client-loader: session {session}, member {member}, group {g}:{port}{}",
+                            if late { " (joined late)" } else { "" }
+                        );
+                    }
+                    group = Some(group_socket(g, port, iface)?);
+                }
+                ReceiverEvent::Evicted(why) => {
+                    evicted = true;
+                    eprintln!("client-loader: {why}");
+                }
+                ReceiverEvent::Complete => {
+                    let (Some(h), Some(order)) = (rx.header().copied(), rx.stream_order()) else {
+                        continue;
+                    };
+                    image::write_image(rx.cache().bytes(), &h, order, &opts.output)?;
+                }
+                ReceiverEvent::Finished { acknowledged } => {
+                    flush(&mut rx, &ctl, &mut buf);
+                    return Ok(Report {
+                        elapsed: t0.elapsed(),
+                        image_bytes: rx.header().map_or(0, |h| h.image_size),
+                        acknowledged,
+                        evicted,
+                        stats: rx.stats.clone(),
+                    });
+                }
+                ReceiverEvent::Failed(e) => {
+                    rx.leave(true);
+                    flush(&mut rx, &ctl, &mut buf);
+                    return Err(e.into());
+                }
+            }
+        }
+        flush(&mut rx, &ctl, &mut buf);
+        if opts.progress && last_progress.elapsed() >= Duration::from_secs(1) {
+            let (have, total) = rx.progress();
+            if total > 0 {
+                eprintln!(
+                    "client-loader: {have}/{total} packets ({:.1}%)",
+                    100.0 * f64::from(have) / f64::from(total)
+                );
+            }
+            last_progress = std::time::Instant::now();
+        }
+        let wait = rx
+            .poll_timeout()
+            .map_or(Duration::from_millis(50), |t| t.saturating_since(now()));
+        wait_readable(&ctl, group.as_ref(), wait.min(Duration::from_millis(50)));
+        for s in std::iter::once(&ctl).chain(group.as_ref()) {
+            loop {
+                match s.recv(&mut buf) {
+                    Ok(n) => rx.handle_packet(now(), &buf[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    // ICMP port unreachable while the appliance is down: keep
+                    // waiting; the receiver's timeouts decide when to give up.
+                    Err(_) => break,
+                }
+            }
+        }
+        let t = now();
+        if rx.poll_timeout().is_some_and(|d| d <= t) {
+            rx.handle_timeout(t);
+        }
+    }
+}
+
+fn flush(rx: &mut Receiver<VecCache>, ctl: &UdpSocket, buf: &mut [u8]) {
+    while let Some(n) = rx.poll_transmit(buf) {
+        let _ = ctl.send(&buf[..n]);
+    }
+}
+
+fn wait_readable(a: &UdpSocket, b: Option<&UdpSocket>, wait: Duration) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = vec![PollFd::new(a.as_fd(), PollFlags::POLLIN)];
+    if let Some(b) = b {
+        fds.push(PollFd::new(b.as_fd(), PollFlags::POLLIN));
+    }
+    let ms = wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    let _ = poll(
+        &mut fds,
+        PollTimeout::try_from(ms).unwrap_or(PollTimeout::ZERO),
+    );
+}
+
+/// A flag set by SIGINT and SIGTERM.
+pub fn stop_on_signals() -> &'static AtomicBool {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    extern "C" fn on_signal(_: libc::c_int) {
+        STOP.store(true, Ordering::Relaxed);
+    }
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let act = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe,
+        // and it stays valid for the life of the process.
+        let _ = unsafe { sigaction(sig, &act) };
+    }
+    &STOP
+}

@@ -1,0 +1,118 @@
+//! `client-loader`: joins a streamer session, receives and verifies the image, and
+//! writes it to a file or disk. Built static (musl) for the initramfs.
+
+use clap::Parser;
+use client_loader::driver::{self, Options};
+use client_loader::receiver;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const EXIT_HELP: &str = "Exit status:
+  0  the image was received, every block verified, and written under --output
+  1  the transfer failed (appliance refused, went silent, or data kept failing
+     verification); nothing is left under --output
+  2  usage or local I/O error (bad arguments, cannot create sockets or write)
+  130  interrupted (SIGINT/SIGTERM)";
+
+/// Receive an OS image from a streamer appliance by multicast, verify every block
+/// against the manifest, and write it out.
+#[derive(Debug, Parser)]
+#[command(name = "client-loader", version, after_help = EXIT_HELP)]
+struct Args {
+    /// The appliance's control address, IP or IP:PORT (default port 7077).
+    #[arg(long)]
+    server: String,
+    /// Where to write the image (created under a temporary name, renamed when
+    /// every block has verified).
+    #[arg(long, short)]
+    output: PathBuf,
+    /// The image to ask for (default: the appliance's first image).
+    #[arg(long, default_value = "")]
+    image: String,
+    /// Local address to receive on (default: the one routing to the appliance).
+    #[arg(long)]
+    interface: Option<Ipv4Addr>,
+    /// This machine's id (default: derived from the hostname and process id).
+    #[arg(long)]
+    client_id: Option<u64>,
+    /// Give up if no appliance answers within this many seconds.
+    #[arg(long, default_value_t = 30)]
+    join_timeout: u64,
+    /// Give up if the appliance goes silent for this many seconds mid-stream.
+    #[arg(long, default_value_t = 10)]
+    silence_timeout: u64,
+    /// No progress lines.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn client_id() -> u64 {
+    let host = std::fs::read_to_string("/etc/machine-id")
+        .or_else(|_| std::fs::read_to_string("/proc/sys/kernel/hostname"))
+        .unwrap_or_default();
+    let h = blake3::hash(format!("{host}/{}", std::process::id()).as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.as_bytes()[..8]);
+    u64::from_le_bytes(b)
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let server = match args.server.parse::<SocketAddrV4>() {
+        Ok(a) => a,
+        Err(_) => match args.server.parse::<Ipv4Addr>() {
+            Ok(ip) => SocketAddrV4::new(ip, streamer_common::wire::CONTROL_PORT),
+            Err(_) => {
+                eprintln!(
+                    "client-loader: --server {:?} is not an IPv4 address or address:port",
+                    args.server
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let cid = args.client_id.unwrap_or_else(client_id);
+    let opts = Options {
+        server,
+        output: args.output.clone(),
+        receiver: receiver::Config {
+            client_id: cid,
+            image: args.image,
+            seed: cid,
+            join_timeout: Duration::from_secs(args.join_timeout),
+            silence_timeout: Duration::from_secs(args.silence_timeout),
+            ..Default::default()
+        },
+        interface: args.interface,
+        progress: !args.quiet,
+    };
+    let stop = driver::stop_on_signals();
+    match driver::run(&opts, stop) {
+        Ok(r) => {
+            let secs = r.elapsed.as_secs_f64();
+            eprintln!(
+                "client-loader: wrote {} ({} bytes) in {:.3}s, {:.1} MB/s, every block verified; {} packets, {} repaired, {} NAKs{}{}",
+                args.output.display(),
+                r.image_bytes,
+                secs,
+                r.image_bytes as f64 / secs.max(1e-9) / 1e6,
+                r.stats.data,
+                r.stats.repairs,
+                r.stats.naks,
+                if r.evicted { "; was evicted from group pacing" } else { "" },
+                if r.acknowledged { "" } else { "; DONE was not acknowledged" },
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("client-loader: failed: {e}");
+            match e {
+                driver::RunError::Interrupted => ExitCode::from(130),
+                driver::RunError::Socket { .. } | driver::RunError::Write(_) => ExitCode::from(2),
+                driver::RunError::Receive(_) => ExitCode::from(1),
+            }
+        }
+    }
+}

@@ -1,0 +1,50 @@
+//! The pre-allocated cache the stream lands in (patent step 410).
+
+/// Where received stream-file bytes are kept. The receiver allocates it once it
+/// knows the stream's length, writes every accepted payload into it, and reads
+/// blocks back to verify them.
+pub trait Cache {
+    /// Makes room for `len` bytes. Called once, after WELCOME.
+    fn allocate(&mut self, len: u64) -> Result<(), String>;
+    /// Stores `data` at `offset`.
+    fn write(&mut self, offset: u64, data: &[u8]);
+    /// The bytes at `offset..offset+len` (all written before the call).
+    fn read(&self, offset: u64, len: usize) -> &[u8];
+    /// BLAKE3 of `offset..offset+len`. Caches that can prove the bytes another way
+    /// (the simulator's shadow cache) may answer without hashing.
+    fn hash(&mut self, offset: u64, len: usize) -> [u8; 32] {
+        *blake3::hash(self.read(offset, len)).as_bytes()
+    }
+}
+
+/// The ordinary cache: one buffer in memory.
+#[derive(Debug, Default)]
+pub struct VecCache {
+    buf: Vec<u8>,
+}
+
+impl VecCache {
+    /// The whole stream file once complete.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Cache for VecCache {
+    fn allocate(&mut self, len: u64) -> Result<(), String> {
+        let len = usize::try_from(len)
+            .map_err(|_| format!("stream of {len} bytes does not fit in memory"))?;
+        self.buf
+            .try_reserve_exact(len)
+            .map_err(|e| format!("cannot allocate a {len}-byte cache: {e}"))?;
+        self.buf.resize(len, 0);
+        Ok(())
+    }
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let at = offset as usize;
+        self.buf[at..at + data.len()].copy_from_slice(data);
+    }
+    fn read(&self, offset: u64, len: usize) -> &[u8] {
+        &self.buf[offset as usize..offset as usize + len]
+    }
+}

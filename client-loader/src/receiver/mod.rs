@@ -1,0 +1,822 @@
+//! The client's receiver engine: sans-IO, deterministic given its seed.
+//!
+//! [`Receiver`] joins a session, receives the stream file into a pre-allocated
+//! [`Cache`], tracks which packets it holds (they carry sequence numbers, patent
+//! step 410), acknowledges the windows it is designated for with its receive credit
+//! (step 412, 516–518), reports gaps with NAKs (step 418), verifies every block
+//! against the manifest, and says DONE.
+//!
+//! # Call order
+//!
+//! ```text
+//! rx.start(now)
+//! loop {
+//!     for each datagram:               rx.handle_packet(now, bytes)
+//!     if now >= rx.poll_timeout():     rx.handle_timeout(now)
+//!     while let Some(n) = rx.poll_transmit(&mut buf): send buf[..n] to the appliance
+//!     while let Some(e) = rx.poll_event(): act on e (join the group, finish, fail)
+//! }
+//! ```
+//!
+//! # NAKs at scale
+//!
+//! A gap arms one NAK timer. Its delay is drawn from a truncated exponential
+//! distribution on `[0, nak_backoff]` with rate `ln(members) + 1` (the shape
+//! RFC 5401 §4.2.1 gives NORM): among many clients that lost the same packet, few
+//! fire early, the appliance multicasts the repair, and the rest hear it before
+//! their timers fire and ask for nothing. A range asked for is not asked again for
+//! `nak_retry`.
+
+mod bitmap;
+mod cache;
+mod verify;
+
+pub use bitmap::Bitmap;
+pub use cache::{Cache, VecCache};
+
+use core::time::Duration;
+use std::collections::VecDeque;
+use streamer_common::stream_file::{FileFlags, StreamHeader};
+use streamer_common::time::Instant;
+use streamer_common::wire::{
+    AckFlags, AckRepr, DataFlags, DoneRepr, ErrorCode, JoinRepr, LeaveReason, LeaveRepr, Message,
+    NakRepr, MAX_NAK_RANGES, NO_ACKER,
+};
+use verify::Verifier;
+
+/// Tunables of a receiver.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This client's id (stable per machine: its MAC, or chosen at random).
+    pub client_id: u64,
+    /// The image to ask for; empty for the appliance's default.
+    pub image: String,
+    /// Bytes the client can buffer ahead of its consumer; `None`: the whole stream
+    /// (the cache holds everything).
+    pub capacity: Option<u64>,
+    /// Refuse a sequence-only stream (it cannot yield a whole image).
+    pub require_full_image: bool,
+    /// Seed of the backoff draws.
+    pub seed: u64,
+    /// JOIN is repeated this often until WELCOME.
+    pub join_retry: Duration,
+    /// Give up joining after this long.
+    pub join_timeout: Duration,
+    /// Upper bound of the NAK backoff.
+    pub nak_backoff: Duration,
+    /// A range asked for is not asked again for this long.
+    pub nak_retry: Duration,
+    /// DONE is repeated this often until DONE_ACK.
+    pub done_retry: Duration,
+    /// DONE repetitions before finishing without DONE_ACK.
+    pub done_retries: u32,
+    /// Fail when nothing arrives from the appliance for this long.
+    pub silence_timeout: Duration,
+    /// Minimum spacing of out-of-turn ACKs.
+    pub out_of_turn_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            client_id: 0,
+            image: String::new(),
+            capacity: None,
+            require_full_image: true,
+            seed: 1,
+            join_retry: Duration::from_millis(250),
+            join_timeout: Duration::from_secs(30),
+            nak_backoff: Duration::from_millis(8),
+            nak_retry: Duration::from_millis(60),
+            done_retry: Duration::from_millis(200),
+            done_retries: 10,
+            silence_timeout: Duration::from_secs(10),
+            out_of_turn_interval: Duration::from_millis(20),
+        }
+    }
+}
+
+/// Why a receiver gave up. Each says what to check next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReceiveError {
+    /// No WELCOME arrived.
+    #[error("no answer from the appliance within {0:?}: is `streamer serve` running and reachable on its control port?")]
+    JoinTimeout(Duration),
+    /// The appliance refused.
+    #[error("the appliance refused: {0}")]
+    Refused(String),
+    /// The appliance stopped sending.
+    #[error("the appliance went silent for {0:?} mid-stream (stopped or unreachable)")]
+    ApplianceSilent(Duration),
+    /// The WELCOME's stream header is not valid.
+    #[error("the appliance sent an invalid stream header: {0}")]
+    BadHeader(String),
+    /// The stream holds only part of the image.
+    #[error("the stream file is sequence-only: it cannot produce a whole image (pack it without --sequence-only)")]
+    SequenceOnly,
+    /// The manifest kept failing its hash.
+    #[error("the manifest failed verification {0} times: the stream file on the appliance may be corrupt")]
+    ManifestCorrupt(u32),
+    /// The cache could not be allocated.
+    #[error("cannot allocate the cache: {0}")]
+    Cache(String),
+}
+
+/// What the receiver reports to its driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiverEvent {
+    /// Registered: join this group to receive.
+    Welcomed {
+        /// Session id.
+        session: u32,
+        /// Member id.
+        member: u32,
+        /// Group address.
+        group: [u8; 4],
+        /// Group port.
+        port: u16,
+        /// Whether the stream had already started.
+        late: bool,
+    },
+    /// The appliance took this client out of the group's pacing.
+    Evicted(String),
+    /// Every block received and verified; DONE is being sent.
+    Complete,
+    /// The appliance counted DONE (or stopped answering it): the driver may exit.
+    Finished {
+        /// Whether DONE_ACK arrived.
+        acknowledged: bool,
+    },
+    /// Gave up.
+    Failed(ReceiveError),
+}
+
+/// Counters of a receiver.
+#[derive(Debug, Clone, Default)]
+pub struct ReceiverStats {
+    /// DATA packets accepted.
+    pub data: u64,
+    /// DATA packets already held.
+    pub duplicates: u64,
+    /// Repairs accepted.
+    pub repairs: u64,
+    /// DATA refused (offset or length wrong, wrong session).
+    pub bad_data: u64,
+    /// DATA past the credit (the appliance overran the buffer; should stay 0).
+    pub overruns: u64,
+    /// Datagrams the parser refused.
+    pub malformed: u64,
+    /// Blocks whose hash did not match (refused and asked again).
+    pub hash_failures: u64,
+    /// ACKs sent (designated).
+    pub acks: u64,
+    /// ACKs sent out of turn.
+    pub out_of_turn_acks: u64,
+    /// NAK datagrams sent.
+    pub naks: u64,
+    /// Packets named in NAKs.
+    pub nak_packets: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Idle,
+    Joining,
+    Receiving,
+    Complete,
+    Finished,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    session: u32,
+    member: u32,
+    payload: u32,
+    window: u32,
+    total: u32,
+    file_len: u64,
+}
+
+/// SplitMix64: a small deterministic generator for backoff draws.
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Draws a NAK delay in `[0, max]`, truncated exponential with rate
+/// `ln(members) + 1` (RFC 5401 §4.2.1): F(t) = (e^{λt/T} − 1) / (e^λ − 1).
+fn backoff(rng: &mut Rng, max: Duration, members: u32) -> Duration {
+    let lambda = f64::from(members.max(1)).ln() + 1.0;
+    let u = rng.unit();
+    let t = (1.0 + u * (lambda.exp() - 1.0)).ln() / lambda;
+    max.mul_f64(t.clamp(0.0, 1.0))
+}
+
+/// The receiver. See the module documentation for the call order.
+#[derive(Debug)]
+pub struct Receiver<C: Cache> {
+    cfg: Config,
+    cache: C,
+    state: State,
+    rng: Rng,
+    geo: Option<Geometry>,
+    verifier: Option<Verifier>,
+    received: Bitmap,
+    /// Every packet below this is held.
+    contiguous: u32,
+    /// One past the highest packet seen.
+    highest: u32,
+    /// END was heard: everything below `total` should be here.
+    end_seen: bool,
+    members: u32,
+    consumed: u32,
+    last_credit_sent: u32,
+    last_out_of_turn: Option<Instant>,
+    ack_windows: VecDeque<u32>,
+    nak_at: Option<Instant>,
+    /// A gap is waiting for its backoff (further gaps join that NAK).
+    nak_pending_gap: bool,
+    outstanding: Vec<(u32, u32, Instant)>,
+    join_started: Instant,
+    next_join: Instant,
+    last_heard: Instant,
+    done_at: Option<Instant>,
+    done_sent: u32,
+    tx: VecDeque<Vec<u8>>,
+    events: VecDeque<ReceiverEvent>,
+    /// Counters.
+    pub stats: ReceiverStats,
+}
+
+impl<C: Cache> Receiver<C> {
+    /// A receiver that will keep the stream in `cache`.
+    pub fn new(cfg: Config, cache: C) -> Self {
+        Receiver {
+            rng: Rng(cfg.seed ^ cfg.client_id.rotate_left(17)),
+            cfg,
+            cache,
+            state: State::Idle,
+            geo: None,
+            verifier: None,
+            received: Bitmap::default(),
+            contiguous: 0,
+            highest: 0,
+            end_seen: false,
+            members: 1,
+            consumed: 0,
+            last_credit_sent: 0,
+            last_out_of_turn: None,
+            ack_windows: VecDeque::new(),
+            nak_at: None,
+            nak_pending_gap: false,
+            outstanding: Vec::new(),
+            join_started: Instant::ZERO,
+            next_join: Instant::FAR_FUTURE,
+            last_heard: Instant::ZERO,
+            done_at: None,
+            done_sent: 0,
+            tx: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: ReceiverStats::default(),
+        }
+    }
+
+    /// Sends the first JOIN.
+    pub fn start(&mut self, now: Instant) {
+        self.state = State::Joining;
+        self.join_started = now;
+        self.next_join = now;
+        self.handle_timeout(now);
+    }
+
+    /// The cache (the whole stream file once complete).
+    pub fn cache(&self) -> &C {
+        &self.cache
+    }
+
+    /// The stream header, once welcomed.
+    pub fn header(&self) -> Option<&StreamHeader> {
+        self.verifier.as_ref().map(Verifier::header)
+    }
+
+    /// The stream file's image-block order, once the manifest verified: the image
+    /// block of each stream position.
+    pub fn stream_order(&self) -> Option<&[u64]> {
+        self.verifier.as_ref().and_then(Verifier::order)
+    }
+
+    /// Whether packet `seq` is held.
+    pub fn has(&self, seq: u32) -> bool {
+        self.received.get(seq)
+    }
+
+    /// Packets held and in all.
+    pub fn progress(&self) -> (u32, u32) {
+        (self.received.count(), self.geo.map_or(0, |g| g.total))
+    }
+
+    /// Whether every block has been received and verified.
+    pub fn is_complete(&self) -> bool {
+        matches!(self.state, State::Complete | State::Finished)
+    }
+
+    /// Whether the receiver is done (finished or failed).
+    pub fn is_over(&self) -> bool {
+        matches!(self.state, State::Finished | State::Failed)
+    }
+
+    /// The consumer has taken every packet below `seq` out of the buffer, which
+    /// frees credit (only meaningful with a bounded [`Config::capacity`]).
+    pub fn set_consumed(&mut self, now: Instant, seq: u32) {
+        self.consumed = self.consumed.max(seq.min(self.contiguous));
+        self.maybe_out_of_turn(now);
+    }
+
+    fn credit_end(&self) -> u32 {
+        let Some(g) = self.geo else { return 0 };
+        match self.cfg.capacity {
+            None => g.total,
+            Some(cap) => {
+                let packets = (cap / u64::from(g.payload)).max(u64::from(g.window));
+                (u64::from(self.consumed) + packets).min(u64::from(g.total)) as u32
+            }
+        }
+    }
+
+    fn fail(&mut self, e: ReceiveError) {
+        if !self.is_over() {
+            self.state = State::Failed;
+            self.events.push_back(ReceiverEvent::Failed(e));
+        }
+    }
+
+    fn push(&mut self, msg: Message<'_>) {
+        let session = self.geo.map_or(0, |g| g.session);
+        let mut buf = vec![0u8; msg.buffer_len()];
+        if msg.emit(session, &mut buf).is_ok() {
+            self.tx.push_back(buf);
+        }
+    }
+
+    /// Feeds one datagram from the appliance (unicast or the group).
+    pub fn handle_packet(&mut self, now: Instant, bytes: &[u8]) {
+        let (session, msg) = match Message::parse(bytes) {
+            Ok(x) => x,
+            Err(_) => {
+                self.stats.malformed += 1;
+                return;
+            }
+        };
+        if let Message::Welcome(w) = msg {
+            self.on_welcome(now, session, &w);
+            return;
+        }
+        let Some(g) = self.geo else {
+            // Before WELCOME only a refusal matters; an eviction notice means our
+            // WELCOME was lost, and the next JOIN brings it again.
+            if let Message::Error(e) = msg {
+                if e.code != ErrorCode::Evicted {
+                    self.fail(ReceiveError::Refused(e.text.to_string()));
+                }
+            }
+            return;
+        };
+        if session != g.session && !matches!(msg, Message::Error(_)) {
+            self.stats.bad_data += 1;
+            return;
+        }
+        self.last_heard = now;
+        match msg {
+            Message::Data(d) => self.on_data(
+                now, g, d.seq, d.acker, d.members, d.flags, d.offset, d.payload,
+            ),
+            Message::End(e) if e.total_packets == g.total => {
+                self.end_seen = true;
+                self.members = e.members.max(1);
+                self.flush_acks(g);
+                if self.state == State::Receiving {
+                    self.arm_nak(now);
+                } else if self.state == State::Complete && self.done_at.is_none() {
+                    self.done_at = Some(now);
+                }
+            }
+            Message::DoneAck(a) if a.member == g.member && self.state == State::Complete => {
+                self.state = State::Finished;
+                self.events
+                    .push_back(ReceiverEvent::Finished { acknowledged: true });
+            }
+            Message::Error(e) => match e.code {
+                ErrorCode::Evicted => self
+                    .events
+                    .push_back(ReceiverEvent::Evicted(e.text.to_string())),
+                _ => self.fail(ReceiveError::Refused(e.text.to_string())),
+            },
+            _ => {}
+        }
+    }
+
+    fn on_welcome(
+        &mut self,
+        now: Instant,
+        session: u32,
+        w: &streamer_common::wire::WelcomeRepr<'_>,
+    ) {
+        if self.state != State::Joining {
+            // A repeated WELCOME: our confirmation was lost; confirm again.
+            if let Some(g) = self
+                .geo
+                .filter(|g| g.session == session && self.state == State::Receiving)
+            {
+                self.send_ack(g, 0, AckFlags::OUT_OF_TURN);
+            }
+            return;
+        }
+        let header = match Verifier::check_header(w.stream_header) {
+            Ok(h) => h,
+            Err(e) => return self.fail(ReceiveError::BadHeader(e)),
+        };
+        if self.cfg.require_full_image && header.flags.contains(FileFlags::SEQUENCE_ONLY) {
+            return self.fail(ReceiveError::SequenceOnly);
+        }
+        let file_len = header.file_len();
+        let total = file_len.div_ceil(u64::from(w.payload));
+        if total != u64::from(w.total_packets) || total > u64::from(u32::MAX) {
+            return self.fail(ReceiveError::BadHeader(
+                "packet count disagrees with the header".into(),
+            ));
+        }
+        if let Err(e) = self.cache.allocate(file_len) {
+            return self.fail(ReceiveError::Cache(e));
+        }
+        let g = Geometry {
+            session,
+            member: w.member,
+            payload: u32::from(w.payload),
+            window: w.window,
+            total: w.total_packets,
+            file_len,
+        };
+        self.geo = Some(g);
+        self.verifier = Some(Verifier::new(header, *w.stream_header, g.payload));
+        self.received = Bitmap::new(g.total);
+        self.members = w.members.max(1);
+        self.state = State::Receiving;
+        self.last_heard = now;
+        let late = w.next_seq > 0;
+        if late {
+            // The start went by before we joined: repair it (step 416, "missed the start").
+            self.highest = w.next_seq.min(g.total);
+            self.arm_nak(now);
+        }
+        // Confirm the WELCOME at once, with our credit: the appliance resends it
+        // until we do, and counts only confirmed members towards --min-clients.
+        self.send_ack(g, 0, AckFlags::OUT_OF_TURN);
+        self.events.push_back(ReceiverEvent::Welcomed {
+            session,
+            member: w.member,
+            group: w.group,
+            port: w.data_port,
+            late,
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_data(
+        &mut self,
+        now: Instant,
+        g: Geometry,
+        seq: u32,
+        acker: u32,
+        members: u32,
+        flags: DataFlags,
+        offset: u64,
+        payload: &[u8],
+    ) {
+        if seq >= g.total || offset != u64::from(seq) * u64::from(g.payload) {
+            self.stats.bad_data += 1;
+            return;
+        }
+        let expect = (g.file_len - offset).min(u64::from(g.payload)) as usize;
+        if payload.len() != expect {
+            self.stats.bad_data += 1;
+            return;
+        }
+        self.members = members.max(1);
+        let repair = flags.contains(DataFlags::REPAIR);
+        if !repair && acker == g.member && acker != NO_ACKER {
+            let w = seq / g.window;
+            if self.ack_windows.back() != Some(&w) {
+                self.ack_windows.push_back(w);
+            }
+        }
+        if seq >= self.credit_end() {
+            self.stats.overruns += 1;
+            return;
+        }
+        if self.received.get(seq) {
+            self.stats.duplicates += 1;
+        } else if self.state == State::Receiving {
+            let Some(v) = self.verifier.as_mut() else {
+                return;
+            };
+            v.write(&mut self.cache, offset, payload);
+            self.received.set(seq);
+            let failed = v.packet_arrived(&mut self.cache, &self.received, seq);
+            let manifest_gave_up = v.manifest_failures_exceeded();
+            self.stats.data += 1;
+            if repair {
+                self.stats.repairs += 1;
+            }
+            if seq >= self.highest {
+                if seq > self.highest {
+                    self.arm_nak(now);
+                }
+                self.highest = seq + 1;
+            }
+            if seq == self.contiguous {
+                self.contiguous = self.received.next_clear(seq, g.total).unwrap_or(g.total);
+                if self.cfg.capacity.is_none() {
+                    self.consumed = self.contiguous;
+                }
+            }
+            for bad in failed {
+                self.refuse(now, bad);
+            }
+            if let Some(n) = manifest_gave_up {
+                return self.fail(ReceiveError::ManifestCorrupt(n));
+            }
+            self.check_complete(now, g);
+        }
+        // Acknowledge windows that are behind us now (the designated acker's turn).
+        if !repair {
+            while let Some(&w) = self.ack_windows.front() {
+                let last = ((w + 1) * g.window).min(g.total) - 1;
+                if seq < last {
+                    break;
+                }
+                self.ack_windows.pop_front();
+                self.send_ack(g, w, AckFlags::empty());
+            }
+        }
+        self.maybe_out_of_turn(now);
+    }
+
+    /// A block failed its hash: forget its packets so they are asked for again.
+    fn refuse(&mut self, now: Instant, packets: core::ops::Range<u32>) {
+        self.stats.hash_failures += 1;
+        for p in packets {
+            self.received.clear(p);
+        }
+        self.contiguous = self
+            .received
+            .next_clear(0, self.received.len())
+            .unwrap_or(self.received.len());
+        self.outstanding.clear();
+        self.arm_nak(now);
+    }
+
+    fn check_complete(&mut self, now: Instant, g: Geometry) {
+        if self.state == State::Receiving
+            && self.received.count() == g.total
+            && self.verifier.as_ref().is_some_and(Verifier::all_verified)
+        {
+            self.state = State::Complete;
+            self.nak_at = None;
+            self.flush_acks(g);
+            self.events.push_back(ReceiverEvent::Complete);
+            // Spread DONEs so a whole group finishing together does not arrive at once.
+            let spread = Duration::from_micros(u64::from(self.members.min(10_000)) * 20);
+            self.done_at = Some(now + spread.mul_f64(self.rng.unit()));
+        }
+    }
+
+    fn flush_acks(&mut self, g: Geometry) {
+        while let Some(w) = self.ack_windows.pop_front() {
+            self.send_ack(g, w, AckFlags::empty());
+        }
+    }
+
+    fn send_ack(&mut self, g: Geometry, window: u32, flags: AckFlags) {
+        let start = window.saturating_mul(g.window).min(g.total);
+        let end = (window.saturating_add(1))
+            .saturating_mul(g.window)
+            .min(g.total);
+        let missing = (start..end).filter(|&s| !self.received.get(s)).count() as u32;
+        let credit_end = self.credit_end().max(self.contiguous);
+        self.last_credit_sent = credit_end;
+        if flags.contains(AckFlags::OUT_OF_TURN) {
+            self.stats.out_of_turn_acks += 1;
+        } else {
+            self.stats.acks += 1;
+        }
+        self.push(Message::Ack(AckRepr {
+            member: g.member,
+            window,
+            received_through: self.contiguous,
+            credit_end,
+            missing,
+            flags,
+        }));
+    }
+
+    /// With a bounded buffer, tell the appliance about freed space when it runs low,
+    /// without waiting for our turn (rate-limited).
+    fn maybe_out_of_turn(&mut self, now: Instant) {
+        let Some(g) = self.geo else { return };
+        if self.cfg.capacity.is_none() || self.state != State::Receiving {
+            return;
+        }
+        let credit = self.credit_end();
+        let low = self.last_credit_sent <= self.highest.saturating_add(2 * g.window);
+        let recent = self
+            .last_out_of_turn
+            .is_some_and(|t| now.saturating_since(t) < self.cfg.out_of_turn_interval);
+        if credit > self.last_credit_sent && low && !recent {
+            self.last_out_of_turn = Some(now);
+            self.send_ack(g, self.highest / g.window, AckFlags::OUT_OF_TURN);
+        }
+    }
+
+    /// A new gap: NAK after a backoff, or sooner if a retry is already due sooner.
+    fn arm_nak(&mut self, now: Instant) {
+        if self.state != State::Receiving || self.nak_pending_gap {
+            return;
+        }
+        self.nak_pending_gap = true;
+        let at = now + backoff(&mut self.rng, self.cfg.nak_backoff, self.members);
+        self.nak_at = Some(self.nak_at.map_or(at, |t| t.min(at)));
+    }
+
+    fn send_naks(&mut self, now: Instant, g: Geometry) {
+        let retry = self.cfg.nak_retry;
+        self.outstanding
+            .retain(|&(_, _, t)| now.saturating_since(t) < retry);
+        // Never ask for what the buffer could not hold.
+        let limit = if self.end_seen { g.total } else { self.highest }
+            .min(self.credit_end().max(self.contiguous));
+        let mut ranges: Vec<(u32, u32)> = Vec::new();
+        let mut more = false;
+        for (first, count) in self.received.clear_ranges(self.contiguous, limit) {
+            let mut pieces = vec![(first, first + count)];
+            for &(s, e, _) in &self.outstanding {
+                pieces = pieces
+                    .into_iter()
+                    .flat_map(|(a, b)| {
+                        let left = (a, b.min(s));
+                        let right = (a.max(e), b);
+                        [left, right].into_iter().filter(|(x, y)| x < y)
+                    })
+                    .collect();
+            }
+            for (a, b) in pieces {
+                // NAK ranges must not touch: merge with the previous if they do.
+                match ranges.last_mut() {
+                    Some((pa, pc)) if *pa + *pc >= a => *pc = b - *pa,
+                    _ => ranges.push((a, b - a)),
+                }
+            }
+            if ranges.len() >= 4 * MAX_NAK_RANGES {
+                more = true;
+                break;
+            }
+        }
+        for chunk in ranges.chunks(MAX_NAK_RANGES) {
+            let mut body = vec![0u8; NakRepr::body_len_for(chunk.len())];
+            NakRepr::emit_from(g.member, chunk, &mut body);
+            if let Ok(nak) = NakRepr::parse(&body) {
+                self.stats.naks += 1;
+                self.stats.nak_packets += chunk.iter().map(|&(_, c)| u64::from(c)).sum::<u64>();
+                self.push(Message::Nak(nak));
+            }
+            for &(a, c) in chunk {
+                self.outstanding.push((a, a + c, now));
+            }
+        }
+        // Anything still missing is asked again once its retry time passes.
+        let still_missing = self.received.next_clear(self.contiguous, limit).is_some();
+        if still_missing || more {
+            let next = self
+                .outstanding
+                .iter()
+                .map(|&(_, _, t)| t + retry)
+                .min()
+                .unwrap_or(now + retry);
+            self.nak_at = Some(next.max(now + Duration::from_micros(100)));
+        }
+    }
+
+    /// Runs expired timers: JOIN retries, NAKs, DONE, silence.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match self.state {
+            State::Joining => {
+                if now.saturating_since(self.join_started) >= self.cfg.join_timeout {
+                    return self.fail(ReceiveError::JoinTimeout(self.cfg.join_timeout));
+                }
+                if now >= self.next_join {
+                    let cap = self.cfg.capacity.unwrap_or(u64::MAX);
+                    let image = self.cfg.image.clone();
+                    self.push(Message::Join(JoinRepr {
+                        client_id: self.cfg.client_id,
+                        capacity: cap,
+                        image: &image,
+                    }));
+                    self.next_join = now + self.cfg.join_retry;
+                }
+            }
+            State::Receiving | State::Complete => {
+                let Some(g) = self.geo else { return };
+                if now.saturating_since(self.last_heard) >= self.cfg.silence_timeout {
+                    return self.fail(ReceiveError::ApplianceSilent(self.cfg.silence_timeout));
+                }
+                if self.state == State::Receiving && self.nak_at.is_some_and(|t| t <= now) {
+                    self.nak_at = None;
+                    self.nak_pending_gap = false;
+                    self.send_naks(now, g);
+                }
+                if self.state == State::Complete && self.done_at.is_some_and(|t| t <= now) {
+                    if self.done_sent >= self.cfg.done_retries {
+                        self.state = State::Finished;
+                        self.events.push_back(ReceiverEvent::Finished {
+                            acknowledged: false,
+                        });
+                        return;
+                    }
+                    self.done_sent += 1;
+                    self.push(Message::Done(DoneRepr {
+                        member: g.member,
+                        packets: g.total,
+                    }));
+                    self.done_at = Some(now + self.cfg.done_retry);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The earliest timer.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Joining => Some(
+                self.next_join
+                    .min(self.join_started + self.cfg.join_timeout),
+            ),
+            State::Receiving | State::Complete => {
+                let mut t = self.last_heard + self.cfg.silence_timeout;
+                if let Some(n) = self.nak_at.filter(|_| self.state == State::Receiving) {
+                    t = t.min(n);
+                }
+                if let Some(d) = self.done_at {
+                    t = t.min(d);
+                }
+                Some(t)
+            }
+            _ => None,
+        }
+    }
+
+    /// The next datagram for the appliance, copied into `buf`; returns its length.
+    pub fn poll_transmit(&mut self, buf: &mut [u8]) -> Option<usize> {
+        let d = self.tx.pop_front()?;
+        let n = d.len().min(buf.len());
+        buf[..n].copy_from_slice(&d[..n]);
+        Some(n)
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<ReceiverEvent> {
+        self.events.pop_front()
+    }
+
+    /// Tells the appliance this client is leaving.
+    pub fn leave(&mut self, failed: bool) {
+        if let Some(g) = self.geo {
+            let reason = if failed {
+                LeaveReason::Failed
+            } else {
+                LeaveReason::Shutdown
+            };
+            self.push(Message::Leave(LeaveRepr {
+                member: g.member,
+                reason,
+            }));
+        }
+    }
+
+    /// The member id, once welcomed.
+    pub fn member(&self) -> Option<u32> {
+        self.geo.map(|g| g.member)
+    }
+}

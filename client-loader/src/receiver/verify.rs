@@ -1,0 +1,197 @@
+//! Verification of the received stream file along its hash chain: the header
+//! (from WELCOME) by `header_hash`, the manifest by `manifest_hash`, each block by
+//! its hash in the manifest. A block is accepted only when its hash matches; once
+//! accepted, its bytes are never overwritten.
+
+use super::bitmap::Bitmap;
+use super::cache::Cache;
+use core::ops::Range;
+use streamer_common::stream_file::{
+    Manifest, StreamHeader, HASH_LEN, HEADER_HASHED_LEN, HEADER_LEN,
+};
+
+/// Manifest failures before the receiver gives up.
+const MAX_MANIFEST_FAILURES: u32 = 3;
+
+#[derive(Debug)]
+pub(super) struct Verifier {
+    header: StreamHeader,
+    header_bytes: [u8; HEADER_LEN],
+    payload: u64,
+    manifest_ok: bool,
+    manifest_failures: u32,
+    /// Per image block, its hash (filled when the manifest verifies).
+    hashes: Vec<[u8; HASH_LEN]>,
+    /// Per stream position, its image block.
+    order: Vec<u64>,
+    verified: Bitmap,
+    failed: Vec<Range<u32>>,
+}
+
+impl Verifier {
+    /// Checks a stream header's structure and its own hash.
+    pub(super) fn check_header(bytes: &[u8; HEADER_LEN]) -> Result<StreamHeader, String> {
+        let h = StreamHeader::parse(bytes).map_err(|e| e.to_string())?;
+        if blake3::hash(&bytes[..HEADER_HASHED_LEN]).as_bytes() != &h.header_hash {
+            return Err("header hash mismatch".into());
+        }
+        if h.stream_blocks > u64::from(u32::MAX) {
+            return Err("stream too large".into());
+        }
+        Ok(h)
+    }
+
+    pub(super) fn new(header: StreamHeader, header_bytes: [u8; HEADER_LEN], payload: u32) -> Self {
+        Verifier {
+            header,
+            header_bytes,
+            payload: u64::from(payload),
+            manifest_ok: false,
+            manifest_failures: 0,
+            hashes: Vec::new(),
+            order: Vec::new(),
+            verified: Bitmap::new(header.stream_blocks as u32),
+            failed: Vec::new(),
+        }
+    }
+
+    pub(super) fn header(&self) -> &StreamHeader {
+        &self.header
+    }
+
+    pub(super) fn order(&self) -> Option<&[u64]> {
+        self.manifest_ok.then_some(&self.order[..])
+    }
+
+    pub(super) fn all_verified(&self) -> bool {
+        self.manifest_ok && self.verified.count() as u64 == self.header.stream_blocks
+    }
+
+    pub(super) fn manifest_failures_exceeded(&self) -> Option<u32> {
+        (self.manifest_failures >= MAX_MANIFEST_FAILURES).then_some(self.manifest_failures)
+    }
+
+    fn bs(&self) -> u64 {
+        u64::from(self.header.block_size)
+    }
+
+    /// Packets holding stream-file bytes `range`.
+    fn packets_of(&self, range: Range<u64>) -> Range<u32> {
+        (range.start / self.payload) as u32..range.end.div_ceil(self.payload) as u32
+    }
+
+    /// Stream blocks a byte range touches.
+    fn blocks_of(&self, range: Range<u64>) -> Range<u64> {
+        let d = self.header.data_offset;
+        let a = range.start.max(d);
+        let b = range.end.min(self.header.file_len());
+        if a >= b {
+            return 0..0;
+        }
+        (a - d) / self.bs()..(b - d).div_ceil(self.bs())
+    }
+
+    /// Writes a payload into the cache, skipping bytes already verified.
+    pub(super) fn write<C: Cache>(&self, cache: &mut C, offset: u64, data: &[u8]) {
+        let end = offset + data.len() as u64;
+        let d = self.header.data_offset;
+        // The metadata part (header, manifest, padding).
+        if offset < d && !self.manifest_ok {
+            let stop = end.min(d);
+            cache.write(offset, &data[..(stop - offset) as usize]);
+        }
+        for b in self.blocks_of(offset..end) {
+            if self.verified.get(b as u32) {
+                continue;
+            }
+            let bstart = d + b * self.bs();
+            let a = bstart.max(offset);
+            let z = (bstart + self.bs()).min(end);
+            cache.write(a, &data[(a - offset) as usize..(z - offset) as usize]);
+        }
+    }
+
+    /// Verifies what packet `seq` completed. Returns the packet ranges of anything
+    /// that failed its hash; the caller forgets those packets.
+    pub(super) fn packet_arrived<C: Cache>(
+        &mut self,
+        cache: &mut C,
+        received: &Bitmap,
+        seq: u32,
+    ) -> Vec<Range<u32>> {
+        self.failed.clear();
+        let start = u64::from(seq) * self.payload;
+        let end = start + self.payload;
+        let d = self.header.data_offset;
+        if !self.manifest_ok && start < d {
+            let meta = self.packets_of(0..d);
+            if received.all_set(meta.start, meta.end) {
+                self.verify_manifest(cache, received, meta);
+            }
+        } else if self.manifest_ok {
+            for b in self.blocks_of(start..end.min(self.header.file_len())) {
+                self.try_block(cache, received, b);
+            }
+        }
+        std::mem::take(&mut self.failed)
+    }
+
+    fn try_block<C: Cache>(&mut self, cache: &mut C, received: &Bitmap, b: u64) {
+        if self.verified.get(b as u32) {
+            return;
+        }
+        let off = self.header.data_offset + b * self.bs();
+        let pk = self.packets_of(off..off + self.bs());
+        if !received.all_set(pk.start, pk.end) {
+            return;
+        }
+        let image_block = self.order[b as usize];
+        let got = cache.hash(off, self.bs() as usize);
+        if self.hashes.get(image_block as usize) == Some(&got) {
+            self.verified.set(b as u32);
+        } else {
+            self.failed.push(pk);
+        }
+    }
+
+    fn verify_manifest<C: Cache>(&mut self, cache: &mut C, received: &Bitmap, meta: Range<u32>) {
+        let h = self.header;
+        let ok = cache.read(0, HEADER_LEN) == self.header_bytes
+            && cache.hash(h.manifest_offset, h.manifest_len as usize) == h.manifest_hash
+            && {
+                let pad_start = h.manifest_offset + h.manifest_len;
+                cache
+                    .read(pad_start, (h.data_offset - pad_start) as usize)
+                    .iter()
+                    .all(|&x| x == 0)
+            };
+        let order = ok.then(|| {
+            let bytes = cache.read(h.manifest_offset, h.manifest_len as usize);
+            let m = Manifest::new(&h, bytes).ok()?;
+            let mut scratch = vec![0u64; h.block_count.div_ceil(64) as usize];
+            m.check_extents(&h, &mut scratch).ok()?;
+            let mut order = Vec::with_capacity(h.stream_blocks as usize);
+            for e in m.extents() {
+                order.extend(e.first..e.first + e.count);
+            }
+            let hashes = (0..h.block_count)
+                .filter_map(|b| m.hash(b).copied())
+                .collect::<Vec<_>>();
+            Some((order, hashes))
+        });
+        match order.flatten() {
+            Some((order, hashes)) => {
+                self.order = order;
+                self.hashes = hashes;
+                self.manifest_ok = true;
+                for b in 0..h.stream_blocks {
+                    self.try_block(cache, received, b);
+                }
+            }
+            None => {
+                self.manifest_failures += 1;
+                self.failed.push(meta);
+            }
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! `streamer serve`: run stream sessions for one or more stream files.
+
+use anyhow::{bail, Context};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::Duration;
+use streamer::session::driver::{self, ServeOptions};
+use streamer::session::Config;
+use streamer_common::wire::{CONTROL_PORT, DATA_PORT};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// A stream file to serve, as FILE or NAME=FILE (repeatable). The first is
+    /// the default image; each gets its own multicast group.
+    #[arg(long = "image", required = true)]
+    images: Vec<String>,
+    /// Control address to listen on: the appliance's address on the boot
+    /// network (ADDR or ADDR:PORT, default port 7077).
+    #[arg(long, default_value = "0.0.0.0")]
+    bind: String,
+    /// Multicast group of the first image; further images take the next
+    /// addresses.
+    #[arg(long, default_value = "239.77.0.1")]
+    group: Ipv4Addr,
+    /// UDP port of the groups.
+    #[arg(long, default_value_t = DATA_PORT)]
+    data_port: u16,
+    /// Rate cap per session, bits per second (suffixes k, M, G: `800M`, `2G`).
+    #[arg(long, default_value = "800M")]
+    rate: String,
+    /// Back off on reported loss and recover towards --rate.
+    #[arg(long)]
+    adaptive_rate: bool,
+    /// Start a session once this many clients joined.
+    #[arg(long)]
+    min_clients: Option<u32>,
+    /// Start a session at the latest this many seconds after its first JOIN (the
+    /// invitation period).
+    #[arg(long, default_value_t = 5.0)]
+    max_wait: f64,
+    /// Stream-file bytes per DATA packet (keep headers + payload within the MTU).
+    #[arg(long, default_value_t = 1400)]
+    payload: u16,
+    /// Packets per acknowledgement window.
+    #[arg(long, default_value_t = 64)]
+    window: u32,
+    /// Members that must miss a packet for its repair to be multicast.
+    #[arg(long, default_value_t = 2)]
+    mcast_threshold: u32,
+    /// Seconds a slow member may stall the group before it is evicted.
+    #[arg(long, default_value_t = 2.0)]
+    stall_timeout: f64,
+    /// Multicast TTL (1 keeps the stream on the boot network).
+    #[arg(long, default_value_t = 1)]
+    ttl: u32,
+    /// Exit after this many sessions completed (default: run until stopped).
+    #[arg(long)]
+    sessions: Option<usize>,
+    /// Local control socket for `streamer start-now` and `streamer stats`.
+    #[arg(long, default_value = "/run/streamer.sock")]
+    control: PathBuf,
+    /// Log every join and completion.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+/// Parses `800M`, `2G`, `100k` or a plain number of bits per second into bytes
+/// per second.
+pub(crate) fn parse_rate(s: &str) -> anyhow::Result<u64> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('k' | 'K') => (&s[..s.len() - 1], 1e3),
+        Some('m' | 'M') => (&s[..s.len() - 1], 1e6),
+        Some('g' | 'G') => (&s[..s.len() - 1], 1e9),
+        _ => (s, 1.0),
+    };
+    let v: f64 = num.parse().with_context(|| {
+        format!("--rate {s:?}: expected a number with an optional k/M/G suffix")
+    })?;
+    if v.is_nan() || v <= 0.0 {
+        bail!("--rate must be positive");
+    }
+    Ok((v * mult / 8.0) as u64)
+}
+
+fn parse_bind(s: &str) -> anyhow::Result<SocketAddrV4> {
+    if let Ok(a) = s.parse::<SocketAddrV4>() {
+        return Ok(a);
+    }
+    let ip: Ipv4Addr = s
+        .parse()
+        .with_context(|| format!("--bind {s:?}: expected an IPv4 address or address:port"))?;
+    Ok(SocketAddrV4::new(ip, CONTROL_PORT))
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+    let images = args
+        .images
+        .iter()
+        .map(|spec| match spec.split_once('=') {
+            Some((name, path)) => (name.to_string(), PathBuf::from(path)),
+            None => {
+                let p = PathBuf::from(spec);
+                let name = p
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                (name, p)
+            }
+        })
+        .collect::<Vec<_>>();
+    let config = Config {
+        payload: args.payload,
+        window: args.window.max(1),
+        rate: parse_rate(&args.rate)?,
+        adaptive_rate: args.adaptive_rate,
+        min_clients: args.min_clients.unwrap_or(u32::MAX),
+        max_wait: Duration::from_secs_f64(args.max_wait.max(0.0)),
+        mcast_threshold: args.mcast_threshold.max(1),
+        stall_timeout: Duration::from_secs_f64(args.stall_timeout.max(0.01)),
+        ..Default::default()
+    };
+    if usize::from(args.payload) + streamer_common::wire::DATA_HEADER_LEN > 65_507
+        || args.payload < 64
+    {
+        bail!("--payload {} is out of range (64..=65471)", args.payload);
+    }
+    let opts = ServeOptions {
+        bind: parse_bind(&args.bind)?,
+        images,
+        group: args.group,
+        data_port: args.data_port,
+        ttl: args.ttl,
+        config,
+        exit_after_sessions: args.sessions,
+        control_socket: Some(args.control),
+        verbose: args.verbose,
+    };
+    let stop = driver::stop_on_signals();
+    let reports = driver::serve(&opts, stop)?;
+    let failed: usize = reports.iter().map(|r| r.evicted.len()).sum();
+    if failed > 0 {
+        eprintln!("streamer: {failed} member(s) were evicted; see the reports above");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("800M").unwrap(), 100_000_000);
+        assert_eq!(parse_rate("1G").unwrap(), 125_000_000);
+        assert_eq!(parse_rate("8000").unwrap(), 1000);
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("-1M").is_err());
+    }
+}

@@ -1,0 +1,408 @@
+//! The session engine over plain UDP sockets: one control socket for the
+//! appliance's port (JOIN, ACK, NAK, DONE) from which everything is also sent, DATA
+//! payloads handed to the kernel straight from the mapped stream files with
+//! `sendmsg` of two iovecs (header, payload), so nothing is copied per packet in
+//! userspace. The io_uring data plane replaces this send path later; the engine
+//! does not change.
+
+use super::{Config, Engine, Event, ImageSpec, SessionReport, SessionSnapshot};
+use crate::stream_file::StreamFile;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::collections::HashMap;
+use std::io::{self, IoSlice};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use streamer_common::stream_file::HEADER_LEN;
+use streamer_common::time::Instant;
+use streamer_common::wire::MAX_DATAGRAM;
+
+/// Why serving failed. Each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A stream file could not be opened or is invalid.
+    #[error("cannot serve {path}: {source}")]
+    Image {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::stream_file::VerifyError,
+    },
+    /// The control port could not be bound.
+    #[error("cannot bind the control socket to {addr}: {source} (is another streamer running, or is the address not on this host?)")]
+    Bind {
+        /// Where.
+        addr: SocketAddrV4,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A socket option or the control socket failed.
+    #[error("{what}: {source}")]
+    Socket {
+        /// What was being done.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Bad options.
+    #[error("{0}")]
+    Options(String),
+}
+
+/// What `serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Control address to bind (the appliance's boot-network address and port).
+    pub bind: SocketAddrV4,
+    /// Stream files to serve: name and path. The first is the default image.
+    pub images: Vec<(String, PathBuf)>,
+    /// The first image's multicast group; later images take the next addresses.
+    pub group: Ipv4Addr,
+    /// The groups' UDP port.
+    pub data_port: u16,
+    /// Multicast TTL (1 keeps the stream on the boot network).
+    pub ttl: u32,
+    /// Engine tunables.
+    pub config: Config,
+    /// Exit once this many sessions completed (tests, demos); `None`: run until
+    /// stopped.
+    pub exit_after_sessions: Option<usize>,
+    /// Local control socket (`streamer start-now`, `streamer stats`).
+    pub control_socket: Option<PathBuf>,
+    /// Print events as they happen.
+    pub verbose: bool,
+}
+
+/// A monotonic clock turned into the engine's [`Instant`].
+#[derive(Debug)]
+struct Clock(std::time::Instant);
+
+impl Clock {
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.0.elapsed().as_micros() as u64)
+    }
+}
+
+fn sockerr(what: &'static str) -> impl FnOnce(io::Error) -> ServeError {
+    move |source| ServeError::Socket { what, source }
+}
+
+/// Opens every image and builds the engine's view of them.
+fn open_images(opts: &ServeOptions) -> Result<(Vec<ImageSpec>, Vec<StreamFile>), ServeError> {
+    if opts.images.is_empty() {
+        return Err(ServeError::Options(
+            "no image to serve: give --image FILE.stream".into(),
+        ));
+    }
+    let mut specs = Vec::new();
+    let mut files = Vec::new();
+    let base = u32::from(opts.group);
+    for (i, (name, path)) in opts.images.iter().enumerate() {
+        let f = StreamFile::open(path).map_err(|source| ServeError::Image {
+            path: path.clone(),
+            source,
+        })?;
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(&f.as_bytes()[..HEADER_LEN]);
+        let group = Ipv4Addr::from(base.wrapping_add(i as u32));
+        if !group.is_multicast() {
+            return Err(ServeError::Options(format!(
+                "{group} is not a multicast address"
+            )));
+        }
+        specs.push(ImageSpec {
+            name: name.clone(),
+            header,
+            file_len: f.as_bytes().len() as u64,
+            group,
+            data_port: opts.data_port,
+        });
+        files.push(f);
+    }
+    Ok((specs, files))
+}
+
+fn control_socket(opts: &ServeOptions) -> Result<Socket, ServeError> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+        .map_err(sockerr("creating a UDP socket"))?;
+    s.set_reuse_address(true).map_err(sockerr("SO_REUSEADDR"))?;
+    s.bind(&SockAddr::from(opts.bind))
+        .map_err(|source| ServeError::Bind {
+            addr: opts.bind,
+            source,
+        })?;
+    s.set_multicast_ttl_v4(opts.ttl)
+        .map_err(sockerr("IP_MULTICAST_TTL"))?;
+    s.set_multicast_loop_v4(true)
+        .map_err(sockerr("IP_MULTICAST_LOOP"))?;
+    if !opts.bind.ip().is_unspecified() {
+        s.set_multicast_if_v4(opts.bind.ip()).map_err(sockerr(
+            "IP_MULTICAST_IF (is the bind address on an interface that is up?)",
+        ))?;
+    }
+    // Large buffers absorb bursts; the kernel caps them at net.core.[rw]mem_max
+    // (scripts/tune raises those).
+    let _ = s.set_send_buffer_size(8 << 20);
+    let _ = s.set_recv_buffer_size(8 << 20);
+    Ok(s)
+}
+
+/// Runs the appliance until `stop` is set or `exit_after_sessions` sessions
+/// completed; returns the reports of completed sessions.
+pub fn serve(opts: &ServeOptions, stop: &AtomicBool) -> Result<Vec<SessionReport>, ServeError> {
+    let (specs, files) = open_images(opts)?;
+    for (s, f) in specs.iter().zip(&files) {
+        eprintln!(
+            "streamer: serving {:?} ({}, {} bytes) to group {}:{}",
+            s.name,
+            f.path().display(),
+            s.file_len,
+            s.group,
+            s.data_port
+        );
+    }
+    let sock = control_socket(opts)?;
+    let udp: UdpSocket = sock
+        .try_clone()
+        .map_err(sockerr("cloning the socket"))?
+        .into();
+    udp.set_nonblocking(true).map_err(sockerr("O_NONBLOCK"))?;
+    let ctl = match &opts.control_socket {
+        Some(p) => {
+            let _ = std::fs::remove_file(p);
+            let u = UnixDatagram::bind(p).map_err(sockerr("binding the local control socket"))?;
+            u.set_nonblocking(true)
+                .map_err(sockerr("O_NONBLOCK on the control socket"))?;
+            Some(u)
+        }
+        None => None,
+    };
+    eprintln!("streamer: listening on {} (control port)", opts.bind);
+    let mut engine = Engine::new(opts.config.clone(), specs);
+    let clock = Clock(std::time::Instant::now());
+    let mut session_file: HashMap<u32, usize> = HashMap::new();
+    let mut reports = Vec::new();
+    let mut rx = vec![0u8; MAX_DATAGRAM];
+    let mut tx = vec![0u8; MAX_DATAGRAM];
+    let mut ctl_buf = [0u8; 512];
+    let result = loop {
+        if stop.load(Ordering::Relaxed) {
+            eprintln!("streamer: stopping");
+            break Ok(());
+        }
+        let now = clock.now();
+        // Wait for input until the engine's next timer (at most 50 ms, to notice
+        // `stop`).
+        let wait = engine
+            .poll_timeout()
+            .map(|t| t.saturating_since(now))
+            .unwrap_or(Duration::from_millis(50))
+            .min(Duration::from_millis(50));
+        if !wait.is_zero() {
+            wait_readable(&udp, ctl.as_ref(), wait);
+        }
+        // Drain what arrived.
+        loop {
+            match udp.recv_from(&mut rx) {
+                Ok((n, std::net::SocketAddr::V4(from))) => {
+                    engine.handle_packet(clock.now(), from, &rx[..n])
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // ICMP errors from earlier sends surface here; they say nothing
+                // about this socket's health.
+                Err(_) => break,
+            }
+        }
+        if let Some(u) = &ctl {
+            while let Ok((n, peer)) = u.recv_from(&mut ctl_buf) {
+                let reply = control_command(&mut engine, clock.now(), &ctl_buf[..n]);
+                if let Some(path) = peer.as_pathname() {
+                    let _ = u.send_to(reply.as_bytes(), path);
+                }
+            }
+        }
+        let now = clock.now();
+        if engine.poll_timeout().is_some_and(|t| t <= now) {
+            engine.handle_timeout(now);
+        }
+        while let Some(t) = engine.poll_transmit(now, &mut tx) {
+            let dest = SockAddr::from(t.dest);
+            let sent = match t.payload {
+                None => sock.send_to(&tx[..t.len], &dest),
+                Some(p) => {
+                    let fi = match session_file.get(&t.session) {
+                        Some(&fi) => fi,
+                        None => {
+                            let Some(fi) = engine
+                                .session_image(t.session)
+                                .and_then(|name| opts.images.iter().position(|(n, _)| n == name))
+                            else {
+                                continue;
+                            };
+                            session_file.insert(t.session, fi);
+                            fi
+                        }
+                    };
+                    let bytes = files[fi].as_bytes();
+                    let payload = &bytes[p.offset as usize..p.offset as usize + p.len];
+                    sock.send_to_vectored(
+                        &[IoSlice::new(&tx[..t.len]), IoSlice::new(payload)],
+                        &dest,
+                    )
+                }
+            };
+            if let Err(e) = sent {
+                if e.kind() != io::ErrorKind::WouldBlock && opts.verbose {
+                    eprintln!("streamer: send to {} failed: {e}", t.dest);
+                }
+            }
+        }
+        while let Some(ev) = engine.poll_event() {
+            log_event(&ev, opts.verbose);
+            if let Event::SessionComplete { report, .. } = ev {
+                reports.push(*report);
+            }
+        }
+        if opts.exit_after_sessions.is_some_and(|n| reports.len() >= n) {
+            break Ok(());
+        }
+    };
+    if let Some(p) = &opts.control_socket {
+        let _ = std::fs::remove_file(p);
+    }
+    result.map(|()| reports)
+}
+
+/// Blocks until `udp` or `ctl` is readable or `wait` passes.
+fn wait_readable(udp: &UdpSocket, ctl: Option<&UnixDatagram>, wait: Duration) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut fds = vec![PollFd::new(udp.as_fd(), PollFlags::POLLIN)];
+    if let Some(c) = ctl {
+        fds.push(PollFd::new(c.as_fd(), PollFlags::POLLIN));
+    }
+    let ms = wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    let _ = poll(
+        &mut fds,
+        PollTimeout::try_from(ms).unwrap_or(PollTimeout::ZERO),
+    );
+}
+
+/// Answers one line from the local control socket.
+fn control_command(engine: &mut Engine, now: Instant, cmd: &[u8]) -> String {
+    let cmd = String::from_utf8_lossy(cmd);
+    let mut words = cmd.split_whitespace();
+    match words.next() {
+        Some("start") => {
+            let n = engine.start_now(now, words.next());
+            format!("{{\"started\":{n}}}")
+        }
+        Some("stats") => {
+            let snaps: Vec<SessionSnapshot> = engine.snapshot(now);
+            serde_json::json!({ "sessions": snaps, "input": engine.input }).to_string()
+        }
+        _ => "{\"error\":\"unknown command; use `start [IMAGE]` or `stats`\"}".into(),
+    }
+}
+
+fn log_event(ev: &Event, verbose: bool) {
+    match ev {
+        Event::MemberJoined {
+            session,
+            member,
+            addr,
+            late,
+            ..
+        } if verbose => {
+            eprintln!(
+                "streamer: session {session}: member {member} joined from {addr}{}",
+                if *late { " (late)" } else { "" }
+            );
+        }
+        Event::SessionStarted { session, members } => {
+            eprintln!("streamer: session {session}: streaming to {members} member(s)");
+        }
+        Event::MemberDone {
+            session,
+            member,
+            elapsed,
+            ..
+        } if verbose => {
+            eprintln!(
+                "streamer: session {session}: member {member} done in {:.3}s",
+                elapsed.as_secs_f64()
+            );
+        }
+        Event::MemberEvicted {
+            session,
+            member,
+            client_id,
+            reason,
+        } => {
+            eprintln!("streamer: session {session}: member {member} (client {client_id:#x}) evicted: {reason}");
+        }
+        Event::UnknownImage { from, image } => {
+            eprintln!("streamer: {from} asked for unknown image {image:?}");
+        }
+        Event::SessionComplete { report, .. } => eprintln!("{}", report_text(report)),
+        _ => {}
+    }
+}
+
+/// The end-of-session report, as printed in the log.
+pub fn report_text(r: &SessionReport) -> String {
+    let q = |p: f64| {
+        r.completion_quantile(p)
+            .map_or("-".to_string(), |d| format!("{:.3}s", d.as_secs_f64()))
+    };
+    let mut s = format!(
+        "streamer: session {} ({:?}) complete in {:.3}s: {} member(s), {} done, {} evicted; completion p50 {} p90 {} max {}; egress {:.3}x the stream file; repairs {} multicast, {} unicast; {} NAKs, {} ACKs",
+        r.session,
+        r.image,
+        r.duration.as_secs_f64(),
+        r.members,
+        r.done,
+        r.evicted.len(),
+        q(0.5),
+        q(0.9),
+        q(1.0),
+        r.egress_ratio(),
+        r.stats.repair_mcast,
+        r.stats.repair_ucast,
+        r.stats.naks,
+        r.stats.acks,
+    );
+    for (client, addr, reason) in &r.evicted {
+        s.push_str(&format!(
+            "\nstreamer:   evicted client {client:#x} at {addr}: {reason}"
+        ));
+    }
+    s
+}
+
+/// A flag set by SIGINT and SIGTERM, for [`serve`]'s `stop`.
+pub fn stop_on_signals() -> &'static AtomicBool {
+    static STOP: AtomicBool = AtomicBool::new(false);
+    extern "C" fn on_signal(_: libc::c_int) {
+        STOP.store(true, Ordering::Relaxed);
+    }
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let act = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe,
+        // and it stays valid for the life of the process.
+        let _ = unsafe { sigaction(sig, &act) };
+    }
+    &STOP
+}

@@ -1,0 +1,735 @@
+//! One stream session: one image, one multicast group, its members, from the
+//! invitation period to the last DONE (patent steps 404–422).
+
+use super::rate::Pacer;
+use super::registry::{EvictReason, Registry};
+use super::repair::{Planner, Repair};
+use super::{Config, Event, ImageSpec, Payload, SessionReport, SessionStats};
+use core::time::Duration;
+use std::collections::VecDeque;
+use std::net::SocketAddrV4;
+use std::sync::Arc;
+use streamer_common::time::Instant;
+use streamer_common::wire::{
+    AckFlags, AckRepr, DataFlags, DataRepr, DoneAckRepr, EndRepr, ErrorCode, ErrorRepr, Message,
+    NakRepr, WelcomeRepr, DATA_HEADER_LEN, NO_ACKER,
+};
+
+/// Where a session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Registering members until the invitation period ends (step 404).
+    Inviting,
+    /// First pass of DATA in stream order (step 408).
+    Streaming,
+    /// Everything sent once; END repeated, repairs until every member is done or
+    /// evicted (steps 416–422).
+    Ending,
+    /// Every member done or evicted; lingers to serve evicted members and late
+    /// DONEs, then closes.
+    Complete,
+    /// Gone; the engine drops it.
+    Closed,
+}
+
+/// A control message waiting to leave.
+#[derive(Debug)]
+enum Control {
+    Welcome { member: u32 },
+    End,
+    DoneAck { member: u32 },
+    Evicted { member: u32, reason: EvictReason },
+}
+
+#[derive(Debug)]
+struct PendingAck {
+    window: u32,
+    member: u32,
+    deadline: Instant,
+}
+
+/// One session.
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) id: u32,
+    pub(crate) image: Arc<ImageSpec>,
+    cfg: Arc<Config>,
+    pub(crate) phase: Phase,
+    invite_deadline: Instant,
+    pub(crate) registry: Registry,
+    planner: Planner,
+    pacer: Pacer,
+    pub(crate) next_seq: u32,
+    pub(crate) total: u32,
+    window_acker: u32,
+    pending_acks: VecDeque<PendingAck>,
+    min_credit: u32,
+    stall_since: Option<Instant>,
+    end_round: u32,
+    next_end: Instant,
+    pub(crate) created: Instant,
+    pub(crate) started: Option<Instant>,
+    first_pass_done: Option<Instant>,
+    complete_at: Option<Instant>,
+    close_at: Instant,
+    control: VecDeque<Control>,
+    pub(crate) stats: SessionStats,
+    /// Alternates repairs with first-pass DATA when both wait.
+    repair_turn: bool,
+    /// First-pass DATA starts here.
+    stream_from: Instant,
+    /// Per-packet loss as designated ackers report it, smoothed.
+    loss_ewma: f64,
+    /// Packets named by small (non-bulk) NAK ranges.
+    small_nak_packets: u64,
+    /// The earliest WELCOME retransmission.
+    next_welcome: Instant,
+}
+
+/// Weight of one acknowledgement in the loss estimate.
+const LOSS_EWMA_GAIN: f64 = 0.1;
+
+impl Session {
+    pub(crate) fn new(id: u32, image: Arc<ImageSpec>, cfg: Arc<Config>, now: Instant) -> Self {
+        let payload = u64::from(cfg.payload);
+        let total = image.file_len.div_ceil(payload) as u32;
+        let pkt = (DATA_HEADER_LEN as u64 + payload) * u64::from(cfg.burst_packets.max(1));
+        Session {
+            id,
+            pacer: Pacer::new(cfg.rate, pkt, cfg.adaptive_rate, now),
+            planner: Planner::new(cfg.repair_holdoff, cfg.mcast_threshold, cfg.repair_guard),
+            image,
+            phase: Phase::Inviting,
+            invite_deadline: now + cfg.max_wait,
+            registry: Registry::default(),
+            next_seq: 0,
+            total,
+            window_acker: NO_ACKER,
+            pending_acks: VecDeque::new(),
+            min_credit: 0,
+            stall_since: None,
+            end_round: 0,
+            next_end: Instant::FAR_FUTURE,
+            created: now,
+            started: None,
+            first_pass_done: None,
+            complete_at: None,
+            close_at: Instant::FAR_FUTURE,
+            control: VecDeque::new(),
+            stats: SessionStats::default(),
+            repair_turn: false,
+            stream_from: Instant::ZERO,
+            loss_ewma: 0.0,
+            small_nak_packets: 0,
+            next_welcome: Instant::FAR_FUTURE,
+            cfg,
+        }
+    }
+
+    /// Whether a JOIN for this session's image should land here.
+    pub(crate) fn accepts_members(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Inviting | Phase::Streaming | Phase::Ending
+        )
+    }
+
+    fn packet_len(&self, seq: u32) -> usize {
+        let p = u64::from(self.cfg.payload);
+        let start = u64::from(seq) * p;
+        (self.image.file_len - start).min(p) as usize
+    }
+
+    /// Registers `client_id` (or finds it again) and queues its WELCOME.
+    pub(crate) fn join(
+        &mut self,
+        now: Instant,
+        client_id: u64,
+        addr: SocketAddrV4,
+        capacity: u64,
+        events: &mut VecDeque<Event>,
+    ) {
+        let member = match self.registry.by_client(client_id) {
+            Some(m) if self.registry.get(m).is_some_and(|m| m.addr == addr) => m,
+            _ => {
+                let packets =
+                    (capacity / u64::from(self.cfg.payload)).max(u64::from(self.cfg.window));
+                let credit = u64::from(self.next_seq)
+                    .saturating_add(packets)
+                    .min(u64::from(self.total)) as u32;
+                let m = self.registry.add(client_id, addr, now, credit);
+                self.min_credit = self.min_credit.min(credit);
+                events.push_back(Event::MemberJoined {
+                    session: self.id,
+                    member: m,
+                    client_id,
+                    addr,
+                    late: self.phase != Phase::Inviting,
+                });
+                m
+            }
+        };
+        self.control.push_back(Control::Welcome { member });
+        if let Some(m) = self.registry.get_mut(member) {
+            if !m.confirmed {
+                m.welcome_again = now + self.cfg.welcome_retry;
+                self.next_welcome = self.next_welcome.min(m.welcome_again);
+            }
+        }
+    }
+
+    /// Starts once `min_clients` members confirmed their WELCOME.
+    fn maybe_start(&mut self, now: Instant, events: &mut VecDeque<Event>) {
+        if self.phase == Phase::Inviting
+            && self.registry.confirmed_count() >= self.cfg.min_clients as usize
+        {
+            self.start(now, events);
+        }
+    }
+
+    /// Ends the invitation period (step 404 → 408).
+    pub(crate) fn start(&mut self, now: Instant, events: &mut VecDeque<Event>) {
+        if self.phase != Phase::Inviting {
+            return;
+        }
+        self.phase = Phase::Streaming;
+        self.started = Some(now);
+        // Let the last WELCOMEs arrive and their group joins take effect before
+        // the first DATA leaves.
+        self.stream_from = now + self.cfg.start_delay;
+        self.min_credit = self.registry.min_credit();
+        events.push_back(Event::SessionStarted {
+            session: self.id,
+            members: self.registry.len(),
+        });
+    }
+
+    pub(crate) fn handle(
+        &mut self,
+        now: Instant,
+        from: SocketAddrV4,
+        msg: &Message<'_>,
+        events: &mut VecDeque<Event>,
+    ) {
+        match *msg {
+            Message::Ack(ack) => self.on_ack(now, from, &ack),
+            Message::Nak(nak) => self.on_nak(now, from, &nak),
+            Message::Done(done) => {
+                let Some(m) = self.registry.verified(done.member, from) else {
+                    self.stats.unverified += 1;
+                    return;
+                };
+                m.last_heard = now;
+                let first = m.done.is_none();
+                if first && done.packets >= self.total {
+                    m.done = Some(now);
+                    let elapsed = now.saturating_since(m.joined);
+                    let client_id = m.client_id;
+                    self.registry.deactivate(done.member);
+                    self.planner.forget(done.member);
+                    self.stats.done += 1;
+                    events.push_back(Event::MemberDone {
+                        session: self.id,
+                        member: done.member,
+                        client_id,
+                        elapsed,
+                    });
+                }
+                if self
+                    .registry
+                    .get(done.member)
+                    .is_some_and(|m| m.done.is_some())
+                {
+                    self.control.push_back(Control::DoneAck {
+                        member: done.member,
+                    });
+                }
+            }
+            Message::Leave(leave) => {
+                if self.registry.verified(leave.member, from).is_some() {
+                    self.evict(now, leave.member, EvictReason::Left, events);
+                    self.planner.forget(leave.member);
+                } else {
+                    self.stats.unverified += 1;
+                }
+            }
+            _ => self.stats.unexpected += 1,
+        }
+        self.maybe_start(now, events);
+        self.check_complete(now, events);
+    }
+
+    fn on_ack(&mut self, now: Instant, from: SocketAddrV4, ack: &AckRepr) {
+        let window = self.cfg.window;
+        let Some(m) = self.registry.verified(ack.member, from) else {
+            self.stats.unverified += 1;
+            return;
+        };
+        m.last_heard = now;
+        m.acks += 1;
+        m.missed_acks = 0;
+        m.credit_end = m.credit_end.max(ack.credit_end.min(self.total));
+        m.received_through = m.received_through.max(ack.received_through);
+        m.missing = ack.missing;
+        self.stats.acks += 1;
+        if ack.flags.contains(AckFlags::OUT_OF_TURN) {
+            self.stats.out_of_turn_acks += 1;
+        } else if let Some(pos) = self
+            .pending_acks
+            .iter()
+            .position(|p| p.window == ack.window && p.member == ack.member)
+        {
+            let p = self.pending_acks.remove(pos);
+            if let Some(p) = p {
+                // The deadline is `sent + ack_timeout`: recover the send time.
+                let sent = p
+                    .deadline
+                    .as_micros()
+                    .saturating_sub(self.cfg.ack_timeout.as_micros() as u64);
+                self.stats
+                    .ack_rtt_us
+                    .push(now.as_micros().saturating_sub(sent));
+            }
+            let loss = f64::from(ack.missing.min(window)) / f64::from(window);
+            self.loss_ewma += LOSS_EWMA_GAIN * (loss - self.loss_ewma);
+            self.pacer.on_feedback(now, loss);
+        }
+        if self.next_seq >= self.min_credit {
+            self.min_credit = self.registry.min_credit();
+        }
+    }
+
+    fn on_nak(&mut self, now: Instant, from: SocketAddrV4, nak: &NakRepr<'_>) {
+        let sent = if self.phase == Phase::Inviting {
+            0
+        } else {
+            self.next_seq
+        };
+        let Some(m) = self.registry.verified(nak.member, from) else {
+            self.stats.unverified += 1;
+            return;
+        };
+        m.last_heard = now;
+        m.naks += 1;
+        let unicast_only = m.evicted.is_some();
+        self.stats.naks += 1;
+        for (first, count) in nak.ranges.iter() {
+            // Only what was sent can be missing; the rest is still to come.
+            let end = first.saturating_add(count).min(sent);
+            if first < end {
+                self.stats.nak_packets += u64::from(end - first);
+                if end - first <= super::repair::BULK_RANGE {
+                    self.small_nak_packets += u64::from(end - first);
+                }
+                self.planner
+                    .request(now, nak.member, first, end - first, unicast_only);
+            }
+        }
+    }
+
+    fn evict(
+        &mut self,
+        now: Instant,
+        member: u32,
+        reason: EvictReason,
+        events: &mut VecDeque<Event>,
+    ) {
+        let Some(m) = self.registry.get_mut(member) else {
+            return;
+        };
+        if m.evicted.is_some() || m.done.is_some() {
+            return;
+        }
+        m.evicted = Some(reason);
+        let client_id = m.client_id;
+        let _ = now;
+        self.registry.deactivate(member);
+        self.stats.evicted += 1;
+        self.min_credit = self.registry.min_credit();
+        if reason != EvictReason::Left {
+            self.control.push_back(Control::Evicted { member, reason });
+        }
+        events.push_back(Event::MemberEvicted {
+            session: self.id,
+            member,
+            client_id,
+            reason,
+        });
+    }
+
+    /// Timers: invitation end, stalls, missed acknowledgements, END rounds, linger.
+    pub(crate) fn handle_timeout(&mut self, now: Instant, events: &mut VecDeque<Event>) {
+        if self.next_welcome <= now {
+            let retry = self.cfg.welcome_retry;
+            let mut next = Instant::FAR_FUTURE;
+            let mut again = Vec::new();
+            for m in self.registry.iter_mut() {
+                if !m.confirmed && m.evicted.is_none() && m.welcome_again <= now {
+                    m.welcome_again = now + retry;
+                    again.push(m.id);
+                }
+                if !m.confirmed && m.evicted.is_none() {
+                    next = next.min(m.welcome_again);
+                }
+            }
+            for member in again {
+                self.control.push_back(Control::Welcome { member });
+            }
+            self.next_welcome = next;
+        }
+        match self.phase {
+            Phase::Inviting if now >= self.invite_deadline => self.start(now, events),
+            Phase::Streaming | Phase::Ending => {
+                while let Some(p) = self.pending_acks.front() {
+                    if p.deadline > now {
+                        break;
+                    }
+                    let member = p.member;
+                    self.pending_acks.pop_front();
+                    self.stats.missed_acks += 1;
+                    let evict = self.registry.get_mut(member).is_some_and(|m| {
+                        if m.active() {
+                            m.missed_acks += 1;
+                        }
+                        m.active() && m.missed_acks >= self.cfg.max_missed_acks
+                    });
+                    if evict {
+                        self.evict(now, member, EvictReason::Silent, events);
+                    }
+                }
+                if let Some(since) = self.stall_since {
+                    if self.next_seq < self.min_credit {
+                        self.stall_since = None;
+                    } else if now.saturating_since(since) >= self.cfg.stall_timeout {
+                        for m in self.registry.blocking(self.next_seq) {
+                            self.evict(now, m, EvictReason::Slow, events);
+                        }
+                        self.stall_since = None;
+                    }
+                }
+                if self.phase == Phase::Ending && now >= self.next_end {
+                    self.control.push_back(Control::End);
+                    self.end_round += 1;
+                    self.next_end = now + self.cfg.end_interval;
+                    let patience = self.cfg.end_patience;
+                    let silent: Vec<u32> = self
+                        .registry
+                        .iter()
+                        .filter(|m| m.active() && now.saturating_since(m.last_heard) >= patience)
+                        .map(|m| m.id)
+                        .collect();
+                    for m in silent {
+                        self.evict(now, m, EvictReason::Silent, events);
+                    }
+                }
+                self.check_complete(now, events);
+            }
+            Phase::Complete if now >= self.close_at => self.phase = Phase::Closed,
+            _ => {}
+        }
+    }
+
+    fn check_complete(&mut self, now: Instant, events: &mut VecDeque<Event>) {
+        if self.phase == Phase::Ending && self.registry.active_count() == 0 {
+            self.phase = Phase::Complete;
+            self.pending_acks.clear();
+            self.stall_since = None;
+            self.complete_at = Some(now);
+            self.close_at = now + self.cfg.linger;
+            events.push_back(Event::SessionComplete {
+                session: self.id,
+                report: Box::new(self.report(now)),
+            });
+        }
+    }
+
+    /// The earliest timer of this session.
+    pub(crate) fn poll_timeout(&mut self) -> Option<Instant> {
+        let mut t = if self.phase == Phase::Closed {
+            Instant::FAR_FUTURE
+        } else {
+            self.next_welcome
+        };
+        match self.phase {
+            Phase::Inviting => t = self.invite_deadline,
+            Phase::Streaming | Phase::Ending | Phase::Complete => {
+                if self.phase != Phase::Complete {
+                    if let Some(p) = self.pending_acks.front() {
+                        t = t.min(p.deadline);
+                    }
+                    if let Some(s) = self.stall_since {
+                        t = t.min(s + self.cfg.stall_timeout);
+                    }
+                }
+                if self.phase == Phase::Ending {
+                    t = t.min(self.next_end);
+                }
+                if self.phase == Phase::Complete {
+                    t = t.min(self.close_at);
+                }
+                if let Some(d) = self.planner.next_deadline() {
+                    t = t.min(d.max(self.pacer.next_ready(self.max_packet())));
+                }
+                let data_waiting = self.phase == Phase::Streaming
+                    && self.next_seq < self.min_credit.min(self.total);
+                if data_waiting || self.planner.has_bulk() {
+                    t = t.min(
+                        self.pacer
+                            .next_ready(self.max_packet())
+                            .max(if data_waiting {
+                                self.stream_from
+                            } else {
+                                Instant::ZERO
+                            }),
+                    );
+                }
+            }
+            Phase::Closed => return None,
+        }
+        (t != Instant::FAR_FUTURE).then_some(t)
+    }
+
+    fn max_packet(&self) -> usize {
+        DATA_HEADER_LEN + usize::from(self.cfg.payload)
+    }
+
+    /// The next control datagram, written into `buf`.
+    pub(crate) fn poll_control(&mut self, buf: &mut [u8]) -> Option<(SocketAddrV4, bool, usize)> {
+        let group = SocketAddrV4::new(self.image.group, self.image.data_port);
+        while let Some(c) = self.control.pop_front() {
+            let (dest, mcast, msg) = match c {
+                Control::Welcome { member } => {
+                    let Some(m) = self.registry.get(member) else {
+                        continue;
+                    };
+                    let start_in = match self.phase {
+                        Phase::Inviting => self
+                            .invite_deadline
+                            .saturating_since(self.created)
+                            .as_millis() as u32,
+                        _ => 0,
+                    };
+                    let w = WelcomeRepr {
+                        member,
+                        group: self.image.group.octets(),
+                        data_port: self.image.data_port,
+                        payload: self.cfg.payload,
+                        window: self.cfg.window,
+                        members: self.registry.len() as u32,
+                        start_in_ms: start_in,
+                        next_seq: if self.phase == Phase::Inviting {
+                            0
+                        } else {
+                            self.next_seq
+                        },
+                        total_packets: self.total,
+                        stream_header: &self.image.header,
+                    };
+                    (m.addr, false, Message::Welcome(w))
+                }
+                Control::End => (
+                    group,
+                    true,
+                    Message::End(EndRepr {
+                        total_packets: self.total,
+                        members: self.registry.active_count() as u32,
+                        round: self.end_round,
+                    }),
+                ),
+                Control::DoneAck { member } => {
+                    let Some(m) = self.registry.get(member) else {
+                        continue;
+                    };
+                    (m.addr, false, Message::DoneAck(DoneAckRepr { member }))
+                }
+                Control::Evicted { member, reason } => {
+                    let Some(m) = self.registry.get(member) else {
+                        continue;
+                    };
+                    let text = match reason {
+                        EvictReason::Slow => {
+                            "evicted from the group's pacing (slow); finishing by unicast repair"
+                        }
+                        _ => {
+                            "evicted from the group's pacing (silent); finishing by unicast repair"
+                        }
+                    };
+                    (
+                        m.addr,
+                        false,
+                        Message::Error(ErrorRepr {
+                            code: ErrorCode::Evicted,
+                            text,
+                        }),
+                    )
+                }
+            };
+            // Every control message is far below any buffer the drivers pass.
+            let Ok(len) = msg.emit(self.id, buf) else {
+                continue;
+            };
+            self.stats.control_out += 1;
+            return Some((dest, mcast, len));
+        }
+        None
+    }
+
+    /// The next DATA datagram if pacing, credit and the phase allow: its header in
+    /// `header`, its payload as a range of the stream file.
+    pub(crate) fn poll_data(
+        &mut self,
+        now: Instant,
+        header: &mut [u8; DATA_HEADER_LEN],
+    ) -> Option<(SocketAddrV4, bool, Payload)> {
+        if !matches!(
+            self.phase,
+            Phase::Streaming | Phase::Ending | Phase::Complete
+        ) {
+            return None;
+        }
+        if !self.pacer.ready(now, self.max_packet()) {
+            return None;
+        }
+        let first_pass = self.phase == Phase::Streaming;
+        let can_new = first_pass
+            && now >= self.stream_from
+            && self.next_seq < self.total
+            && self.credit_allows();
+        // Expected members missing any one packet: from what ackers report, and from
+        // how many packets small NAKs name per packet sent (late joiners' bulk
+        // requests left out); the larger of the two.
+        let by_naks = self.small_nak_packets as f64 / f64::from(self.next_seq.max(1));
+        let expected = (self.loss_ewma * self.registry.active_count() as f64).max(by_naks);
+        let small = self.planner.next_small(now, expected);
+        let repair = match small {
+            Some(r) => Some(r),
+            None if self.planner.has_bulk() && (!can_new || self.repair_turn) => {
+                self.planner.next_bulk()
+            }
+            None => None,
+        };
+        self.repair_turn = !self.repair_turn;
+        let (dest, mcast, seq, flags, acker) = if let Some(r) = repair {
+            let (dest, mcast, seq) = match r {
+                Repair::Multicast(seq) => {
+                    self.stats.repair_mcast += 1;
+                    (
+                        SocketAddrV4::new(self.image.group, self.image.data_port),
+                        true,
+                        seq,
+                    )
+                }
+                Repair::Unicast { seq, member } => {
+                    let addr = self.registry.get(member)?.addr;
+                    self.stats.repair_ucast += 1;
+                    (addr, false, seq)
+                }
+            };
+            (dest, mcast, seq, DataFlags::REPAIR, NO_ACKER)
+        } else if can_new {
+            let seq = self.next_seq;
+            let w = self.cfg.window;
+            if seq.is_multiple_of(w) {
+                self.window_acker = self.registry.next_acker().unwrap_or(NO_ACKER);
+            }
+            let last_of_window = seq % w == w - 1 || seq + 1 == self.total;
+            if last_of_window && self.window_acker != NO_ACKER {
+                self.pending_acks.push_back(PendingAck {
+                    window: seq / w,
+                    member: self.window_acker,
+                    deadline: now + self.cfg.ack_timeout,
+                });
+            }
+            self.next_seq += 1;
+            self.stats.data_packets += 1;
+            if self.next_seq == self.total {
+                self.first_pass_done = Some(now);
+                self.phase = Phase::Ending;
+                self.next_end = now;
+            }
+            (
+                SocketAddrV4::new(self.image.group, self.image.data_port),
+                true,
+                seq,
+                DataFlags::empty(),
+                self.window_acker,
+            )
+        } else {
+            if first_pass
+                && now >= self.stream_from
+                && self.next_seq < self.total
+                && self.stall_since.is_none()
+            {
+                self.stall_since = Some(now);
+            }
+            return None;
+        };
+        let len = self.packet_len(seq);
+        let offset = u64::from(seq) * u64::from(self.cfg.payload);
+        DataRepr {
+            seq,
+            acker,
+            members: self.registry.active_count() as u32,
+            flags,
+            offset,
+            payload: &[],
+        }
+        .emit_header(self.id, len, header);
+        self.pacer.consume(DATA_HEADER_LEN + len);
+        self.stats.bytes_out += (DATA_HEADER_LEN + len) as u64;
+        Some((dest, mcast, Payload { offset, len }))
+    }
+
+    fn credit_allows(&mut self) -> bool {
+        if self.next_seq < self.min_credit {
+            return true;
+        }
+        self.min_credit = self.registry.min_credit();
+        self.next_seq < self.min_credit
+    }
+
+    /// Current rate in bytes per second.
+    pub(crate) fn rate(&self) -> u64 {
+        self.pacer.rate()
+    }
+
+    /// Packets the repair planner holds.
+    pub(crate) fn repair_backlog(&self) -> u64 {
+        self.planner.backlog()
+    }
+
+    pub(crate) fn report(&self, now: Instant) -> SessionReport {
+        let mut completion: Vec<Duration> = self
+            .registry
+            .iter()
+            .filter_map(|m| m.done.map(|d| d.saturating_since(m.joined)))
+            .collect();
+        completion.sort();
+        SessionReport {
+            session: self.id,
+            image: self.image.name.clone(),
+            members: self.registry.len(),
+            done: self.registry.iter().filter(|m| m.done.is_some()).count(),
+            evicted: self
+                .registry
+                .iter()
+                .filter_map(|m| m.evicted.map(|r| (m.client_id, m.addr, r)))
+                .collect(),
+            duration: now.saturating_since(self.started.unwrap_or(self.created)),
+            stream_bytes: self.image.file_len,
+            completion,
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// Whether the first pass finished.
+    pub(crate) fn first_pass_done(&self) -> Option<Instant> {
+        self.first_pass_done
+    }
+
+    /// When every member was done or evicted.
+    pub(crate) fn complete_at(&self) -> Option<Instant> {
+        self.complete_at
+    }
+}

@@ -1,0 +1,179 @@
+//! Members of a session (patent step 404: registration during the invitation
+//! period) and the designated-acker rotation (steps 516–518).
+
+use std::collections::HashMap;
+use std::net::SocketAddrV4;
+use streamer_common::time::Instant;
+
+/// Why a member stopped counting for the group's pacing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvictReason {
+    /// It held the group back: its credit stopped the stream too long.
+    Slow,
+    /// It did not answer as designated acker, or to END, for too long.
+    Silent,
+    /// It said LEAVE.
+    Left,
+}
+
+impl std::fmt::Display for EvictReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            EvictReason::Slow => "slow: its receive credit stalled the group",
+            EvictReason::Silent => "silent: no acknowledgement or answer in time",
+            EvictReason::Left => "left the session",
+        })
+    }
+}
+
+/// One registered client.
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    pub(crate) id: u32,
+    pub(crate) client_id: u64,
+    pub(crate) addr: SocketAddrV4,
+    pub(crate) joined: Instant,
+    pub(crate) last_heard: Instant,
+    /// The member can hold every packet below this.
+    pub(crate) credit_end: u32,
+    pub(crate) received_through: u32,
+    pub(crate) missing: u32,
+    pub(crate) missed_acks: u32,
+    pub(crate) acks: u64,
+    pub(crate) naks: u64,
+    pub(crate) done: Option<Instant>,
+    pub(crate) evicted: Option<EvictReason>,
+    /// It spoke since its WELCOME, so it has the WELCOME.
+    pub(crate) confirmed: bool,
+    /// When its WELCOME goes out again if it stays unconfirmed.
+    pub(crate) welcome_again: Instant,
+}
+
+impl Member {
+    /// Whether it still counts for pacing and the acker rotation.
+    pub(crate) fn active(&self) -> bool {
+        self.evicted.is_none() && self.done.is_none()
+    }
+}
+
+/// The members of one session.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    members: Vec<Member>,
+    by_client: HashMap<u64, u32>,
+    /// Active member ids in rotation order.
+    rotation: Vec<u32>,
+    cursor: usize,
+}
+
+impl Registry {
+    pub(crate) fn len(&self) -> usize {
+        self.members.len()
+    }
+    pub(crate) fn active_count(&self) -> usize {
+        self.rotation.len()
+    }
+    pub(crate) fn by_client(&self, client_id: u64) -> Option<u32> {
+        self.by_client.get(&client_id).copied()
+    }
+    pub(crate) fn get(&self, id: u32) -> Option<&Member> {
+        self.members.get(id as usize)
+    }
+    pub(crate) fn get_mut(&mut self, id: u32) -> Option<&mut Member> {
+        self.members.get_mut(id as usize)
+    }
+    /// The member `id` if it sent from `addr` (a datagram from elsewhere naming it is
+    /// refused, so one host cannot speak for another).
+    pub(crate) fn verified(&mut self, id: u32, addr: SocketAddrV4) -> Option<&mut Member> {
+        let m = self
+            .members
+            .get_mut(id as usize)
+            .filter(|m| m.addr == addr)?;
+        m.confirmed = true;
+        m.welcome_again = Instant::FAR_FUTURE;
+        Some(m)
+    }
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Member> {
+        self.members.iter_mut()
+    }
+    pub(crate) fn confirmed_count(&self) -> usize {
+        self.members.iter().filter(|m| m.confirmed).count()
+    }
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Member> {
+        self.members.iter()
+    }
+
+    /// Registers a new member; returns its id.
+    pub(crate) fn add(
+        &mut self,
+        client_id: u64,
+        addr: SocketAddrV4,
+        now: Instant,
+        credit_end: u32,
+    ) -> u32 {
+        let id = self.members.len() as u32;
+        self.members.push(Member {
+            id,
+            client_id,
+            addr,
+            joined: now,
+            last_heard: now,
+            credit_end,
+            received_through: 0,
+            missing: 0,
+            missed_acks: 0,
+            acks: 0,
+            naks: 0,
+            done: None,
+            evicted: None,
+            confirmed: false,
+            welcome_again: Instant::FAR_FUTURE,
+        });
+        self.by_client.insert(client_id, id);
+        self.rotation.push(id);
+        id
+    }
+
+    /// Takes a member out of the rotation (done or evicted).
+    pub(crate) fn deactivate(&mut self, id: u32) {
+        if let Some(pos) = self.rotation.iter().position(|&m| m == id) {
+            self.rotation.remove(pos);
+            if self.cursor > pos {
+                self.cursor -= 1;
+            }
+        }
+    }
+
+    /// The next designated acker, round robin over active members.
+    pub(crate) fn next_acker(&mut self) -> Option<u32> {
+        if self.rotation.is_empty() {
+            return None;
+        }
+        if self.cursor >= self.rotation.len() {
+            self.cursor = 0;
+        }
+        let id = self.rotation[self.cursor];
+        self.cursor += 1;
+        Some(id)
+    }
+
+    /// The smallest credit of the active members (`u32::MAX` with none).
+    pub(crate) fn min_credit(&self) -> u32 {
+        self.rotation
+            .iter()
+            .filter_map(|&id| self.get(id))
+            .map(|m| m.credit_end)
+            .min()
+            .unwrap_or(u32::MAX)
+    }
+
+    /// Active members whose credit stops the stream at `seq`.
+    pub(crate) fn blocking(&self, seq: u32) -> Vec<u32> {
+        self.rotation
+            .iter()
+            .copied()
+            .filter(|&id| self.get(id).is_some_and(|m| m.credit_end <= seq))
+            .collect()
+    }
+}

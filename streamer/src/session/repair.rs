@@ -1,0 +1,305 @@
+//! The repair planner (patent steps 420–422): merges and orders what members report
+//! missing, then decides per packet whether one multicast or a few unicasts repair
+//! it more cheaply.
+//!
+//! Small requests are held for `holdoff` after the first NAK for a packet, so NAKs
+//! from several members meet; a packet that at least `mcast_threshold` members miss
+//! goes to the group once, the rest to each requester alone. A packet unicast a
+//! moment ago and asked for again by someone else is taken as a shared loss and is
+//! multicast (a cascade of unicasts would cost more). Large requests (a late
+//! joiner's missed start) and the requests of evicted members are served by unicast
+//! from per-member range sets, round robin, behind the small ones.
+
+use super::ranges::RangeSet;
+use core::time::Duration;
+use std::collections::BTreeMap;
+use streamer_common::time::Instant;
+
+/// A range longer than this is a bulk request.
+pub(crate) const BULK_RANGE: u32 = 64;
+/// Most small-request entries held at once; more are dropped (the member asks
+/// again), so a flood of NAKs cannot grow memory without bound.
+const MAX_ENTRIES: usize = 1 << 20;
+/// How long a unicast repair is remembered for cascade detection.
+const RECENT: Duration = Duration::from_millis(50);
+
+/// What was repaired lately, and how.
+#[derive(Debug, Clone, Copy)]
+struct Recent {
+    at: Instant,
+    multicast: bool,
+    member: u32,
+}
+
+/// One decision of the planner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Repair {
+    /// Send `seq` to the group.
+    Multicast(u32),
+    /// Send `seq` to one member.
+    Unicast { seq: u32, member: u32 },
+}
+
+#[derive(Debug)]
+struct Entry {
+    first: Instant,
+    members: Vec<u32>,
+}
+
+/// The planner of one session.
+#[derive(Debug)]
+pub(crate) struct Planner {
+    holdoff: Duration,
+    threshold: usize,
+    entries: BTreeMap<u32, Entry>,
+    bulk: BTreeMap<u32, RangeSet>,
+    bulk_cursor: u32,
+    recent: BTreeMap<u32, Recent>,
+    guard: Duration,
+    /// Requests dropped because the table was full.
+    pub(crate) dropped: u64,
+    /// Requests ignored because their repair was already on its way.
+    pub(crate) suppressed: u64,
+}
+
+impl Planner {
+    /// `guard`: a request for a packet repaired less than this long ago is taken as
+    /// crossing its repair in flight, and ignored (the member asks again after its
+    /// retry time if the repair is lost).
+    pub(crate) fn new(holdoff: Duration, mcast_threshold: u32, guard: Duration) -> Self {
+        Planner {
+            guard,
+            suppressed: 0,
+            holdoff,
+            threshold: mcast_threshold.max(1) as usize,
+            entries: BTreeMap::new(),
+            bulk: BTreeMap::new(),
+            bulk_cursor: 0,
+            recent: BTreeMap::new(),
+            dropped: 0,
+        }
+    }
+
+    /// Records `member`'s request for `first..first+count`. `unicast_only` members
+    /// (evicted ones) never count towards a multicast.
+    pub(crate) fn request(
+        &mut self,
+        now: Instant,
+        member: u32,
+        first: u32,
+        count: u32,
+        unicast_only: bool,
+    ) {
+        let end = first.saturating_add(count);
+        if count > BULK_RANGE || unicast_only {
+            self.bulk.entry(member).or_default().insert(first, end);
+            return;
+        }
+        for seq in first..end {
+            if let Some(r) = self.recent.get(&seq) {
+                if now.saturating_since(r.at) < self.guard && (r.multicast || r.member == member) {
+                    self.suppressed += 1;
+                    continue;
+                }
+            }
+            if self.entries.len() >= MAX_ENTRIES && !self.entries.contains_key(&seq) {
+                self.dropped += 1;
+                continue;
+            }
+            let e = self.entries.entry(seq).or_insert_with(|| Entry {
+                first: now,
+                members: Vec::new(),
+            });
+            if e.members.len() < self.threshold && !e.members.contains(&member) {
+                e.members.push(member);
+            } else if e.members.len() >= self.threshold {
+                // Already a multicast; further names change nothing.
+            }
+        }
+    }
+
+    /// Forgets every request of `member` (it left or finished).
+    pub(crate) fn forget(&mut self, member: u32) {
+        self.bulk.remove(&member);
+        self.entries.retain(|_, e| {
+            e.members.retain(|&m| m != member);
+            !e.members.is_empty()
+        });
+    }
+
+    /// Whether a small request is ready (its holdoff has passed).
+    fn ready_entry(&self, now: Instant) -> Option<u32> {
+        self.entries
+            .iter()
+            .take(256)
+            .find(|(_, e)| e.first + self.holdoff <= now)
+            .map(|(&s, _)| s)
+    }
+
+    /// The earliest time a small request becomes ready.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.entries
+            .values()
+            .take(256)
+            .map(|e| e.first + self.holdoff)
+            .min()
+    }
+
+    /// Whether any bulk request waits.
+    pub(crate) fn has_bulk(&self) -> bool {
+        !self.bulk.is_empty()
+    }
+
+    /// Whether nothing at all waits.
+    #[cfg(test)]
+    pub(crate) fn is_idle(&self) -> bool {
+        self.entries.is_empty() && self.bulk.is_empty()
+    }
+
+    /// The next small repair whose holdoff has passed. `expected_losers` is how many
+    /// members the appliance expects to have lost any one packet (members × the
+    /// loss rate ackers report): when it reaches the threshold, the first NAK for a
+    /// packet speaks for many, and the repair goes to the group at once, which
+    /// also answers the NAKs the others have not sent yet (their backoff hears it).
+    pub(crate) fn next_small(&mut self, now: Instant, expected_losers: f64) -> Option<Repair> {
+        let seq = self.ready_entry(now)?;
+        let shared = self
+            .recent
+            .get(&seq)
+            .is_some_and(|r| !r.multicast && now.saturating_since(r.at) < RECENT);
+        let entry = self.entries.get_mut(&seq)?;
+        let many = expected_losers >= self.threshold as f64;
+        if entry.members.len() >= self.threshold || shared || many {
+            self.entries.remove(&seq);
+            self.remember(
+                seq,
+                Recent {
+                    at: now,
+                    multicast: true,
+                    member: 0,
+                },
+            );
+            for set in self.bulk.values_mut() {
+                set.remove(seq);
+            }
+            self.bulk.retain(|_, s| !s.is_empty());
+            return Some(Repair::Multicast(seq));
+        }
+        let member = entry.members.pop()?;
+        if entry.members.is_empty() {
+            self.entries.remove(&seq);
+        }
+        self.remember(
+            seq,
+            Recent {
+                at: now,
+                multicast: false,
+                member,
+            },
+        );
+        Some(Repair::Unicast { seq, member })
+    }
+
+    fn remember(&mut self, seq: u32, r: Recent) {
+        self.recent.insert(seq, r);
+        if self.recent.len() > 4096 {
+            let keep = RECENT.max(self.guard);
+            self.recent
+                .retain(|_, x| r.at.saturating_since(x.at) < keep);
+        }
+    }
+
+    /// The next bulk repair, members taken round robin.
+    pub(crate) fn next_bulk(&mut self) -> Option<Repair> {
+        let member = self
+            .bulk
+            .range(self.bulk_cursor..)
+            .next()
+            .or_else(|| self.bulk.iter().next())
+            .map(|(&m, _)| m)?;
+        let set = self.bulk.get_mut(&member)?;
+        let seq = set.pop_first()?;
+        if set.is_empty() {
+            self.bulk.remove(&member);
+        }
+        self.bulk_cursor = member.wrapping_add(1);
+        Some(Repair::Unicast { seq, member })
+    }
+
+    /// Packets waiting, small and bulk.
+    pub(crate) fn backlog(&self) -> u64 {
+        self.entries.len() as u64 + self.bulk.values().map(RangeSet::len).sum::<u64>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn shared_loss_is_multicast_once() {
+        let mut p = Planner::new(H, 2, Duration::ZERO);
+        let t = Instant::from_millis(10);
+        p.request(t, 1, 5, 1, false);
+        p.request(t, 2, 5, 1, false);
+        p.request(t, 3, 5, 1, false);
+        assert_eq!(p.next_small(t, 0.0), None, "held for the holdoff");
+        assert_eq!(p.next_small(t + H, 0.0), Some(Repair::Multicast(5)));
+        assert_eq!(p.next_small(t + H, 0.0), None);
+        assert!(p.is_idle());
+    }
+
+    #[test]
+    fn lone_loss_is_unicast_and_a_second_asker_makes_it_multicast() {
+        let mut p = Planner::new(H, 2, Duration::ZERO);
+        let t = Instant::from_millis(10);
+        p.request(t, 1, 7, 1, false);
+        assert_eq!(
+            p.next_small(t + H, 0.0),
+            Some(Repair::Unicast { seq: 7, member: 1 })
+        );
+        p.request(t + H, 2, 7, 1, false);
+        assert_eq!(
+            p.next_small(t + H * 2, 0.0),
+            Some(Repair::Multicast(7)),
+            "cascade detected"
+        );
+    }
+
+    #[test]
+    fn bulk_is_unicast_round_robin_and_multicast_clears_it() {
+        let mut p = Planner::new(H, 2, Duration::ZERO);
+        let t = Instant::ZERO;
+        p.request(t, 1, 0, 100, false);
+        p.request(t, 2, 0, 100, false);
+        assert_eq!(p.next_bulk(), Some(Repair::Unicast { seq: 0, member: 1 }));
+        assert_eq!(p.next_bulk(), Some(Repair::Unicast { seq: 0, member: 2 }));
+        assert_eq!(p.next_bulk(), Some(Repair::Unicast { seq: 1, member: 1 }));
+        p.request(t, 3, 50, 1, false);
+        p.request(t, 4, 50, 1, false);
+        assert_eq!(p.next_small(t + H, 0.0), Some(Repair::Multicast(50)));
+        assert_eq!(p.backlog(), 2 * 100 - 3 - 2);
+    }
+}
+
+#[cfg(test)]
+mod guard_tests {
+    use super::*;
+
+    #[test]
+    fn requests_crossing_a_multicast_repair_are_ignored() {
+        let h = Duration::from_millis(1);
+        let mut p = Planner::new(h, 2, Duration::from_millis(10));
+        let t = Instant::from_millis(10);
+        p.request(t, 1, 5, 1, false);
+        p.request(t, 2, 5, 1, false);
+        assert_eq!(p.next_small(t + h, 0.0), Some(Repair::Multicast(5)));
+        p.request(t + h * 3, 3, 5, 1, false);
+        assert!(p.is_idle(), "the NAK crossed the repair in flight");
+        assert_eq!(p.suppressed, 1);
+        p.request(t + h * 20, 3, 5, 1, false);
+        assert!(!p.is_idle(), "after the guard, the member is served again");
+    }
+}

@@ -1,0 +1,192 @@
+//! The seed corpus of the fuzz targets in `fuzz/`: valid inputs of each parser, so
+//! the fuzzers start from inside the format instead of guessing magic numbers.
+//!
+//! The test checks that every seed parses. To (re)write them into
+//! `fuzz/corpus/<target>/seed-*`, run:
+//!
+//! ```text
+//! STREAMER_WRITE_FUZZ_SEEDS=1 cargo test -p streamer --test fuzz_seeds
+//! ```
+
+use std::path::Path;
+
+use streamer::stream_file::{pack, NoProgress, PackOptions};
+use streamer_common::sequence::{self, SectorExtent, SequenceView};
+use streamer_common::stream_file::{self as layout, Manifest, StreamHeader};
+use streamer_common::wire::*;
+
+/// Header and manifest of small packed files (the fuzz target reads no further).
+fn stream_file_seeds() -> Vec<(String, Vec<u8>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("img");
+    let image: Vec<u8> = (0..5000u32).map(|i| (i * 7 + i / 300) as u8).collect();
+    std::fs::write(&img, &image).unwrap();
+    let seq = vec![
+        SectorExtent { lba: 7, count: 2 },
+        SectorExtent { lba: 0, count: 1 },
+    ];
+    let mut seeds = Vec::new();
+    for (name, bs, seq, only) in [
+        ("image-order", 512, None, false),
+        ("learned", 1024, Some(seq.clone()), false),
+        ("sequence-only", 512, Some(seq), true),
+        ("one-block", 8192, None, false),
+    ] {
+        let out = dir.path().join(name);
+        let opts = PackOptions {
+            image: img.clone(),
+            sequence: seq,
+            sequence_only: only,
+            block_size: bs,
+            output: out.clone(),
+        };
+        let packed = pack(&opts, &NoProgress).unwrap();
+        let bytes = std::fs::read(&out).unwrap();
+        let end = (packed.header.manifest_offset + packed.header.manifest_len) as usize;
+        seeds.push((name.to_owned(), bytes[..end].to_vec()));
+    }
+    seeds
+}
+
+fn sequence_seeds() -> Vec<(String, Vec<u8>)> {
+    let cases: [(&str, &[SectorExtent]); 3] = [
+        ("empty", &[]),
+        ("one", &[SectorExtent { lba: 0, count: 8 }]),
+        (
+            "overlapping",
+            &[
+                SectorExtent {
+                    lba: 2048,
+                    count: 16,
+                },
+                SectorExtent { lba: 0, count: 1 },
+                SectorExtent {
+                    lba: 2050,
+                    count: 4,
+                },
+            ],
+        ),
+    ];
+    cases
+        .iter()
+        .map(|(name, ex)| {
+            let mut b = vec![0u8; sequence::encoded_len(ex.len())];
+            sequence::encode(ex, &mut b).unwrap();
+            ((*name).to_owned(), b)
+        })
+        .collect()
+}
+
+fn wire_seeds() -> Vec<(String, Vec<u8>)> {
+    let sh = [7u8; layout::HEADER_LEN];
+    let mut nak_body = [0u8; 8 + 16];
+    NakRepr::emit_from(3, &[(10, 5), (20, 1)], &mut nak_body);
+    let nak = NakRepr::parse(&nak_body).unwrap();
+    let msgs = [
+        Message::Join(JoinRepr {
+            client_id: 42,
+            capacity: 1 << 30,
+            image: "rootfs",
+        }),
+        Message::Welcome(WelcomeRepr {
+            member: 1,
+            group: [239, 77, 0, 1],
+            data_port: DATA_PORT,
+            payload: 1400,
+            window: 64,
+            members: 3,
+            start_in_ms: 500,
+            next_seq: 0,
+            total_packets: 1000,
+            stream_header: &sh,
+        }),
+        Message::Data(DataRepr {
+            seq: 9,
+            acker: NO_ACKER,
+            members: 4,
+            flags: DataFlags::REPAIR,
+            offset: 9 * 1400,
+            payload: b"abc",
+        }),
+        Message::Ack(AckRepr {
+            member: 2,
+            window: 5,
+            received_through: 300,
+            credit_end: 900,
+            missing: 1,
+            flags: AckFlags::OUT_OF_TURN,
+        }),
+        Message::Nak(nak),
+        Message::End(EndRepr {
+            total_packets: 10,
+            members: 2,
+            round: 1,
+        }),
+        Message::Done(DoneRepr {
+            member: 1,
+            packets: 10,
+        }),
+        Message::Read(ReadRepr {
+            member: 1,
+            tag: 9,
+            block: 77,
+            count: 4,
+        }),
+        Message::ReadReply(ReadReplyRepr {
+            tag: 9,
+            status: ReadStatus::Ok,
+            block: 77,
+            offset: 1400,
+            data: b"xy",
+        }),
+        Message::Error(ErrorRepr {
+            code: ErrorCode::UnknownImage,
+            text: "no image named \"x\"",
+        }),
+        Message::Leave(LeaveRepr {
+            member: 4,
+            reason: LeaveReason::Failed,
+        }),
+        Message::DoneAck(DoneAckRepr { member: 4 }),
+    ];
+    msgs.iter()
+        .map(|m| {
+            let mut buf = vec![0u8; m.buffer_len()];
+            let n = m.emit(0x0102_0304, &mut buf).unwrap();
+            buf.truncate(n);
+            (format!("{:?}", m.message_type()).to_lowercase(), buf)
+        })
+        .collect()
+}
+
+#[test]
+fn seeds_parse_and_are_written_on_request() {
+    let targets = [
+        ("stream_file", stream_file_seeds()),
+        ("sequence", sequence_seeds()),
+        ("wire", wire_seeds()),
+    ];
+    for (name, bytes) in &targets[0].1 {
+        let h = StreamHeader::parse(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let m = Manifest::new(&h, &bytes[layout::HEADER_LEN..]).unwrap();
+        m.check_extents(&h, &mut vec![0u64; h.block_count.div_ceil(64) as usize])
+            .unwrap();
+    }
+    for (name, bytes) in &targets[1].1 {
+        SequenceView::parse(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    for (name, bytes) in &targets[2].1 {
+        Message::parse(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    if std::env::var_os("STREAMER_WRITE_FUZZ_SEEDS").is_none() {
+        return;
+    }
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    for (target, seeds) in &targets {
+        let dir = corpus.join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes) in seeds {
+            std::fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
+        }
+    }
+}
