@@ -6,4 +6,5 @@
 //! benchmarks and prints their tables.
 
 pub mod pack;
+pub mod scale;
 pub mod sim;

@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! bench pack [--size 1GiB] [--dir DIR] [--runs 3] [--block-size 4096] [--check]
+//! bench sim  [--clients 10000] [--size 2MiB] [--loss 0.001] [--seed 1]
 //! ```
 
 use std::path::PathBuf;
@@ -21,6 +22,8 @@ struct Cli {
 enum Command {
     /// `streamer pack` next to `cp` and `b3sum` on the same image, in the same run.
     Pack(PackArgs),
+    /// The session engines with thousands of clients in the simulator.
+    Sim(SimArgs),
     // New benchmarks go here: one variant each, whose work lives in a module of the
     // `bench` library, dispatched in `main`.
 }
@@ -44,10 +47,43 @@ struct PackArgs {
     check: bool,
 }
 
+#[derive(Debug, clap::Args)]
+struct SimArgs {
+    /// Clients in the group.
+    #[arg(long, default_value_t = 10_000)]
+    clients: usize,
+    /// Image size (bytes or with a unit).
+    #[arg(long, default_value = "2MiB", value_parser = bench::pack::parse_size)]
+    size: u64,
+    /// Loss probability of the lossy runs.
+    #[arg(long, default_value_t = 0.001)]
+    loss: f64,
+    /// Seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Appliance rate cap, bits per second.
+    #[arg(long, default_value_t = 1_000_000_000)]
+    rate_bits: u64,
+}
+
+fn run_sim(a: SimArgs) -> anyhow::Result<ExitCode> {
+    let b = bench::scale::ScaleBench {
+        clients: a.clients,
+        image_size: usize::try_from(a.size)?,
+        loss: a.loss,
+        seed: a.seed,
+        rate: a.rate_bits / 8,
+    };
+    let rows = bench::scale::run(&b);
+    print!("{}", bench::scale::table(&b, &rows));
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Pack(a) => run_pack(a),
+        Command::Sim(a) => run_sim(a),
     };
     match result {
         Ok(code) => code,

@@ -24,8 +24,8 @@
 //! distribution on `[0, nak_backoff]` with rate `ln(members) + 1` (the shape
 //! RFC 5401 §4.2.1 gives NORM): among many clients that lost the same packet, few
 //! fire early, the appliance multicasts the repair, and the rest hear it before
-//! their timers fire and ask for nothing. A range asked for is not asked again for
-//! `nak_retry`.
+//! their timers fire and ask for nothing. A range asked for is checked again after
+//! `nak_retry`, in case its repair was lost too.
 
 mod bitmap;
 mod cache;
@@ -247,9 +247,8 @@ pub struct Receiver<C: Cache> {
     last_out_of_turn: Option<Instant>,
     ack_windows: VecDeque<u32>,
     nak_at: Option<Instant>,
-    /// A gap is waiting for its backoff (further gaps join that NAK).
-    nak_pending_gap: bool,
-    outstanding: Vec<(u32, u32, Instant)>,
+    /// Missing ranges to check, each at its own time (backoff, then retry).
+    gaps: Vec<(Instant, u32, u32)>,
     join_started: Instant,
     next_join: Instant,
     last_heard: Instant,
@@ -281,8 +280,7 @@ impl<C: Cache> Receiver<C> {
             last_out_of_turn: None,
             ack_windows: VecDeque::new(),
             nak_at: None,
-            nak_pending_gap: false,
-            outstanding: Vec::new(),
+            gaps: Vec::new(),
             join_started: Instant::ZERO,
             next_join: Instant::FAR_FUTURE,
             last_heard: Instant::ZERO,
@@ -407,8 +405,10 @@ impl<C: Cache> Receiver<C> {
                 self.end_seen = true;
                 self.members = e.members.max(1);
                 self.flush_acks(g);
-                if self.state == State::Receiving {
-                    self.arm_nak(now);
+                if self.state == State::Receiving && self.highest < g.total {
+                    let from = self.highest;
+                    self.highest = g.total;
+                    self.note_gap(now, from, g.total);
                 } else if self.state == State::Complete && self.done_at.is_none() {
                     self.done_at = Some(now);
                 }
@@ -479,7 +479,7 @@ impl<C: Cache> Receiver<C> {
         if late {
             // The start went by before we joined: repair it (step 416, "missed the start").
             self.highest = w.next_seq.min(g.total);
-            self.arm_nak(now);
+            self.note_gap(now, 0, self.highest);
         }
         // Confirm the WELCOME at once, with our credit: the appliance resends it
         // until we do, and counts only confirmed members towards --min-clients.
@@ -541,10 +541,9 @@ impl<C: Cache> Receiver<C> {
                 self.stats.repairs += 1;
             }
             if seq >= self.highest {
-                if seq > self.highest {
-                    self.arm_nak(now);
-                }
+                let from = self.highest;
                 self.highest = seq + 1;
+                self.note_gap(now, from, seq);
             }
             if seq == self.contiguous {
                 self.contiguous = self.received.next_clear(seq, g.total).unwrap_or(g.total);
@@ -577,15 +576,14 @@ impl<C: Cache> Receiver<C> {
     /// A block failed its hash: forget its packets so they are asked for again.
     fn refuse(&mut self, now: Instant, packets: core::ops::Range<u32>) {
         self.stats.hash_failures += 1;
-        for p in packets {
+        for p in packets.clone() {
             self.received.clear(p);
         }
         self.contiguous = self
             .received
             .next_clear(0, self.received.len())
             .unwrap_or(self.received.len());
-        self.outstanding.clear();
-        self.arm_nak(now);
+        self.note_gap(now, packets.start, packets.end);
     }
 
     fn check_complete(&mut self, now: Instant, g: Geometry) {
@@ -650,47 +648,44 @@ impl<C: Cache> Receiver<C> {
         }
     }
 
-    /// A new gap: NAK after a backoff, or sooner if a retry is already due sooner.
-    fn arm_nak(&mut self, now: Instant) {
-        if self.state != State::Receiving || self.nak_pending_gap {
+    /// Packets `first..end` are missing: ask for them after a backoff of their own,
+    /// so that every gap gets its chance to be answered by someone else's repair.
+    fn note_gap(&mut self, now: Instant, first: u32, end: u32) {
+        if self.state != State::Receiving || first >= end {
             return;
         }
-        self.nak_pending_gap = true;
         let at = now + backoff(&mut self.rng, self.cfg.nak_backoff, self.members);
+        self.gaps.push((at, first, end));
         self.nak_at = Some(self.nak_at.map_or(at, |t| t.min(at)));
     }
 
+    /// NAKs what is still missing of the gaps whose backoff has passed, then
+    /// checks them again after `nak_retry` (the repair may be lost too).
     fn send_naks(&mut self, now: Instant, g: Geometry) {
-        let retry = self.cfg.nak_retry;
-        self.outstanding
-            .retain(|&(_, _, t)| now.saturating_since(t) < retry);
-        // Never ask for what the buffer could not hold.
-        let limit = if self.end_seen { g.total } else { self.highest }
-            .min(self.credit_end().max(self.contiguous));
-        let mut ranges: Vec<(u32, u32)> = Vec::new();
-        let mut more = false;
-        for (first, count) in self.received.clear_ranges(self.contiguous, limit) {
-            let mut pieces = vec![(first, first + count)];
-            for &(s, e, _) in &self.outstanding {
-                pieces = pieces
-                    .into_iter()
-                    .flat_map(|(a, b)| {
-                        let left = (a, b.min(s));
-                        let right = (a.max(e), b);
-                        [left, right].into_iter().filter(|(x, y)| x < y)
-                    })
-                    .collect();
+        let mut due: Vec<(u32, u32)> = Vec::new();
+        self.gaps.retain(|&(t, a, b)| {
+            if t <= now {
+                due.push((a, b));
+                false
+            } else {
+                true
             }
-            for (a, b) in pieces {
+        });
+        due.sort_unstable();
+        // Never ask for what the buffer could not hold.
+        let cap = self.credit_end().max(self.contiguous);
+        let mut ranges: Vec<(u32, u32)> = Vec::new();
+        let mut later: Vec<(u32, u32)> = Vec::new();
+        for (a, b) in due {
+            if b > cap {
+                later.push((a.max(cap), b));
+            }
+            for (first, count) in self.received.clear_ranges(a, b.min(cap)) {
                 // NAK ranges must not touch: merge with the previous if they do.
                 match ranges.last_mut() {
-                    Some((pa, pc)) if *pa + *pc >= a => *pc = b - *pa,
-                    _ => ranges.push((a, b - a)),
+                    Some((pa, pc)) if *pa + *pc >= first => *pc = (*pc).max(first + count - *pa),
+                    _ => ranges.push((first, count)),
                 }
-            }
-            if ranges.len() >= 4 * MAX_NAK_RANGES {
-                more = true;
-                break;
             }
         }
         for chunk in ranges.chunks(MAX_NAK_RANGES) {
@@ -701,21 +696,13 @@ impl<C: Cache> Receiver<C> {
                 self.stats.nak_packets += chunk.iter().map(|&(_, c)| u64::from(c)).sum::<u64>();
                 self.push(Message::Nak(nak));
             }
-            for &(a, c) in chunk {
-                self.outstanding.push((a, a + c, now));
-            }
         }
-        // Anything still missing is asked again once its retry time passes.
-        let still_missing = self.received.next_clear(self.contiguous, limit).is_some();
-        if still_missing || more {
-            let next = self
-                .outstanding
-                .iter()
-                .map(|&(_, _, t)| t + retry)
-                .min()
-                .unwrap_or(now + retry);
-            self.nak_at = Some(next.max(now + Duration::from_micros(100)));
-        }
+        let retry = now + self.cfg.nak_retry;
+        self.gaps
+            .extend(ranges.iter().map(|&(a, c)| (retry, a, a + c)));
+        self.gaps
+            .extend(later.into_iter().map(|(a, b)| (retry, a, b)));
+        self.nak_at = self.gaps.iter().map(|&(t, _, _)| t).min();
     }
 
     /// Runs expired timers: JOIN retries, NAKs, DONE, silence.
@@ -742,8 +729,6 @@ impl<C: Cache> Receiver<C> {
                     return self.fail(ReceiveError::ApplianceSilent(self.cfg.silence_timeout));
                 }
                 if self.state == State::Receiving && self.nak_at.is_some_and(|t| t <= now) {
-                    self.nak_at = None;
-                    self.nak_pending_gap = false;
                     self.send_naks(now, g);
                 }
                 if self.state == State::Complete && self.done_at.is_some_and(|t| t <= now) {

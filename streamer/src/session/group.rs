@@ -601,7 +601,8 @@ impl Session {
         // requests left out); the larger of the two.
         let by_naks = self.small_nak_packets as f64 / f64::from(self.next_seq.max(1));
         let expected = (self.loss_ewma * self.registry.active_count() as f64).max(by_naks);
-        let small = self.planner.next_small(now, expected);
+        self.planner.set_expected_losers(expected);
+        let small = self.planner.next_small(now);
         let repair = match small {
             Some(r) => Some(r),
             None if self.planner.has_bulk() && (!can_new || self.repair_turn) => {

@@ -32,14 +32,14 @@
 //! the group and finishes by unicast repair.
 
 pub mod driver;
+mod group;
 pub mod ranges;
 mod rate;
 mod registry;
 mod repair;
-mod group;
 
-pub use registry::EvictReason;
 pub use group::Phase;
+pub use registry::EvictReason;
 
 use core::time::Duration;
 use group::Session;

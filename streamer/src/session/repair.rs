@@ -56,6 +56,7 @@ pub(crate) struct Planner {
     bulk_cursor: u32,
     recent: BTreeMap<u32, Recent>,
     guard: Duration,
+    eager: bool,
     /// Requests dropped because the table was full.
     pub(crate) dropped: u64,
     /// Requests ignored because their repair was already on its way.
@@ -69,6 +70,7 @@ impl Planner {
     pub(crate) fn new(holdoff: Duration, mcast_threshold: u32, guard: Duration) -> Self {
         Planner {
             guard,
+            eager: false,
             suppressed: 0,
             holdoff,
             threshold: mcast_threshold.max(1) as usize,
@@ -127,22 +129,36 @@ impl Planner {
         });
     }
 
+    /// The holdoff in force: none when many members are expected to miss each
+    /// packet (the repair will be a multicast whatever more NAKs say, and sending
+    /// it at once is what lets the others' backoff hear it).
+    fn holdoff(&self) -> Duration {
+        if self.eager {
+            Duration::ZERO
+        } else {
+            self.holdoff
+        }
+    }
+
+    /// Tells the planner how many members are expected to miss any one packet.
+    pub(crate) fn set_expected_losers(&mut self, expected: f64) {
+        self.eager = expected >= self.threshold as f64;
+    }
+
     /// Whether a small request is ready (its holdoff has passed).
     fn ready_entry(&self, now: Instant) -> Option<u32> {
+        let h = self.holdoff();
         self.entries
             .iter()
             .take(256)
-            .find(|(_, e)| e.first + self.holdoff <= now)
+            .find(|(_, e)| e.first + h <= now)
             .map(|(&s, _)| s)
     }
 
     /// The earliest time a small request becomes ready.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.entries
-            .values()
-            .take(256)
-            .map(|e| e.first + self.holdoff)
-            .min()
+        let h = self.holdoff();
+        self.entries.values().take(256).map(|e| e.first + h).min()
     }
 
     /// Whether any bulk request waits.
@@ -156,20 +172,19 @@ impl Planner {
         self.entries.is_empty() && self.bulk.is_empty()
     }
 
-    /// The next small repair whose holdoff has passed. `expected_losers` is how many
-    /// members the appliance expects to have lost any one packet (members × the
-    /// loss rate ackers report): when it reaches the threshold, the first NAK for a
-    /// packet speaks for many, and the repair goes to the group at once, which
-    /// also answers the NAKs the others have not sent yet (their backoff hears it).
-    pub(crate) fn next_small(&mut self, now: Instant, expected_losers: f64) -> Option<Repair> {
+    /// The next small repair whose holdoff has passed. When the appliance expects
+    /// at least `mcast_threshold` members to miss any one packet
+    /// ([`Self::set_expected_losers`]), the first NAK for a packet speaks for many:
+    /// the repair goes to the group at once, which also answers the NAKs the others
+    /// have not sent yet (their backoff hears it).
+    pub(crate) fn next_small(&mut self, now: Instant) -> Option<Repair> {
         let seq = self.ready_entry(now)?;
         let shared = self
             .recent
             .get(&seq)
             .is_some_and(|r| !r.multicast && now.saturating_since(r.at) < RECENT);
         let entry = self.entries.get_mut(&seq)?;
-        let many = expected_losers >= self.threshold as f64;
-        if entry.members.len() >= self.threshold || shared || many {
+        if entry.members.len() >= self.threshold || shared || self.eager {
             self.entries.remove(&seq);
             self.remember(
                 seq,
@@ -245,9 +260,9 @@ mod tests {
         p.request(t, 1, 5, 1, false);
         p.request(t, 2, 5, 1, false);
         p.request(t, 3, 5, 1, false);
-        assert_eq!(p.next_small(t, 0.0), None, "held for the holdoff");
-        assert_eq!(p.next_small(t + H, 0.0), Some(Repair::Multicast(5)));
-        assert_eq!(p.next_small(t + H, 0.0), None);
+        assert_eq!(p.next_small(t), None, "held for the holdoff");
+        assert_eq!(p.next_small(t + H), Some(Repair::Multicast(5)));
+        assert_eq!(p.next_small(t + H), None);
         assert!(p.is_idle());
     }
 
@@ -257,12 +272,12 @@ mod tests {
         let t = Instant::from_millis(10);
         p.request(t, 1, 7, 1, false);
         assert_eq!(
-            p.next_small(t + H, 0.0),
+            p.next_small(t + H),
             Some(Repair::Unicast { seq: 7, member: 1 })
         );
         p.request(t + H, 2, 7, 1, false);
         assert_eq!(
-            p.next_small(t + H * 2, 0.0),
+            p.next_small(t + H * 2),
             Some(Repair::Multicast(7)),
             "cascade detected"
         );
@@ -279,7 +294,7 @@ mod tests {
         assert_eq!(p.next_bulk(), Some(Repair::Unicast { seq: 1, member: 1 }));
         p.request(t, 3, 50, 1, false);
         p.request(t, 4, 50, 1, false);
-        assert_eq!(p.next_small(t + H, 0.0), Some(Repair::Multicast(50)));
+        assert_eq!(p.next_small(t + H), Some(Repair::Multicast(50)));
         assert_eq!(p.backlog(), 2 * 100 - 3 - 2);
     }
 }
@@ -295,7 +310,7 @@ mod guard_tests {
         let t = Instant::from_millis(10);
         p.request(t, 1, 5, 1, false);
         p.request(t, 2, 5, 1, false);
-        assert_eq!(p.next_small(t + h, 0.0), Some(Repair::Multicast(5)));
+        assert_eq!(p.next_small(t + h), Some(Repair::Multicast(5)));
         p.request(t + h * 3, 3, 5, 1, false);
         assert!(p.is_idle(), "the NAK crossed the repair in flight");
         assert_eq!(p.suppressed, 1);
