@@ -295,3 +295,27 @@ fn corrupted_payloads_are_refused_and_repaired() {
     );
     assert_eq!(o.clients[0].stats.hash_failures, 0);
 }
+
+#[test]
+fn reordering_and_delay_spread() {
+    let mut cfg = setup(17, 1);
+    cfg.engine.min_clients = 10;
+    // Up to 2 ms of jitter against ~29 us between packets: heavy reordering.
+    let down = LinkModel {
+        loss: Loss::Iid(0.01),
+        delay: Duration::from_micros(200),
+        jitter: Duration::from_millis(2),
+    };
+    let o = run(
+        cfg,
+        vec![
+            ClientSpec {
+                down,
+                ..Default::default()
+            };
+            10
+        ],
+    );
+    assert_all_exact(&o, "reordering");
+    assert_eq!(o.reports[0].done, 10);
+}

@@ -348,6 +348,9 @@ fn log_event(ev: &Event, verbose: bool) {
         } => {
             eprintln!("streamer: session {session}: member {member} (client {client_id:#x}) evicted: {reason}");
         }
+        Event::Unlearned { session, image } => {
+            eprintln!("streamer: session {session}: {image:?} has no learned boot sequence; streaming in image order");
+        }
         Event::UnknownImage { from, image } => {
             eprintln!("streamer: {from} asked for unknown image {image:?}");
         }

@@ -282,6 +282,16 @@ pub enum Event {
         /// The report.
         report: Box<SessionReport>,
     },
+    /// A session opened for an image that was packed without a learned sequence
+    /// (it streams in image order). This is where learning the boot order plugs
+    /// in (patent steps 426–430): select one member, serve its reads, record the
+    /// order, repack. Until then the event only says so.
+    Unlearned {
+        /// Session.
+        session: u32,
+        /// Image name.
+        image: String,
+    },
     /// A JOIN named an image this appliance does not serve.
     UnknownImage {
         /// Who asked.
