@@ -27,7 +27,7 @@
 //! window of [`Config::window`] packets names one designated acker, round robin
 //! (patent steps 516–518); only it acknowledges, with its receive credit, and the
 //! session never sends past the smallest credit it knows (step 412). NAKs feed the
-//! repair planner ([`repair`]). After the first pass, END is repeated until every
+//! repair planner (the `repair` module). After the first pass, END is repeated until every
 //! member has answered DONE or has been evicted; an evicted member no longer paces
 //! the group and finishes by unicast repair.
 
