@@ -3,7 +3,7 @@
 //! that receives the session's multicast, both waited on with `poll`.
 
 use crate::image;
-use crate::receiver::{self, Receiver, ReceiverEvent, ReceiverStats, VecCache};
+use crate::receiver::{self, Receiver, ReceiverEvent, ReceiverStats, VecCache, Via};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
@@ -180,10 +180,12 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report, RunError> {
             .poll_timeout()
             .map_or(Duration::from_millis(50), |t| t.saturating_since(now()));
         wait_readable(&ctl, group.as_ref(), wait.min(Duration::from_millis(50)));
-        for s in std::iter::once(&ctl).chain(group.as_ref()) {
+        let sockets =
+            std::iter::once((&ctl, Via::Appliance)).chain(group.as_ref().map(|g| (g, Via::Group)));
+        for (s, via) in sockets {
             loop {
                 match s.recv(&mut buf) {
-                    Ok(n) => rx.handle_packet(now(), &buf[..n]),
+                    Ok(n) => rx.handle_packet(now(), via, &buf[..n]),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     // ICMP port unreachable while the appliance is down: keep

@@ -18,7 +18,7 @@ pub mod fixture;
 pub mod link;
 pub mod shadow;
 
-use client_loader::receiver::{self, Cache, ReceiverEvent, VecCache};
+use client_loader::receiver::{self, Cache, ReceiverEvent, VecCache, Via};
 use core::time::Duration;
 use link::{Link, LinkModel};
 use shadow::{ShadowCache, ShadowSource};
@@ -230,7 +230,7 @@ enum Ev {
     Crash(usize),
     Wake(usize),
     Consume(usize),
-    ToClient(usize, Rc<[u8]>),
+    ToClient(usize, bool, Rc<[u8]>),
     ToAppliance(SocketAddrV4, Vec<u8>),
 }
 
@@ -491,10 +491,15 @@ impl Sim {
                     self.flush_client(i);
                 }
             }
-            Ev::ToClient(i, bytes) => {
+            Ev::ToClient(i, multicast, bytes) => {
                 let c = &mut self.clients[i];
                 if c.alive && c.started {
-                    rx!(&mut c.rx, r => r.handle_packet(now, &bytes));
+                    let via = if multicast {
+                        Via::Group
+                    } else {
+                        Via::Appliance
+                    };
+                    rx!(&mut c.rx, r => r.handle_packet(now, via, &bytes));
                     self.flush_client(i);
                 }
             }
@@ -644,10 +649,10 @@ impl Sim {
                             let mut bad = datagram.to_vec();
                             let at = bad.len() - 1;
                             bad[at] ^= 0x40;
-                            self.schedule(now + delay0 + d, Ev::ToClient(i, bad.into()));
+                            self.schedule(now + delay0 + d, Ev::ToClient(i, true, bad.into()));
                         }
                         Some(d) => {
-                            self.schedule(now + delay0 + d, Ev::ToClient(i, datagram.clone()))
+                            self.schedule(now + delay0 + d, Ev::ToClient(i, true, datagram.clone()))
                         }
                         None => {
                             self.net.downlink_losses += 1;
@@ -667,7 +672,7 @@ impl Sim {
                         }
                     }
                     if let Some(d) = c.down.transmit() {
-                        self.schedule(now + d, Ev::ToClient(i, datagram));
+                        self.schedule(now + d, Ev::ToClient(i, false, datagram));
                     } else {
                         self.net.downlink_losses += 1;
                     }

@@ -11,7 +11,7 @@
 //! ```text
 //! rx.start(now)
 //! loop {
-//!     for each datagram:               rx.handle_packet(now, bytes)
+//!     for each datagram:               rx.handle_packet(now, via, bytes)
 //!     if now >= rx.poll_timeout():     rx.handle_timeout(now)
 //!     while let Some(n) = rx.poll_transmit(&mut buf): send buf[..n] to the appliance
 //!     while let Some(e) = rx.poll_event(): act on e (join the group, finish, fail)
@@ -166,6 +166,8 @@ pub struct ReceiverStats {
     pub overruns: u64,
     /// Datagrams the parser refused.
     pub malformed: u64,
+    /// Well-formed datagrams on the group of a type the appliance never multicasts.
+    pub foreign: u64,
     /// Blocks whose hash did not match (refused and asked again).
     pub hash_failures: u64,
     /// ACKs sent (designated).
@@ -223,6 +225,15 @@ fn backoff(rng: &mut Rng, max: Duration, members: u32) -> Duration {
     let u = rng.unit();
     let t = (1.0 + u * (lambda.exp() - 1.0)).ln() / lambda;
     max.mul_f64(t.clamp(0.0, 1.0))
+}
+
+/// Where a datagram arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    /// On the session's multicast group, from anyone.
+    Group,
+    /// On the control socket, connected to the appliance (only it can reach it).
+    Appliance,
 }
 
 /// The receiver. See the module documentation for the call order.
@@ -355,6 +366,16 @@ impl<C: Cache> Receiver<C> {
     }
 
     fn fail(&mut self, e: ReceiveError) {
+        if self.state == State::Complete {
+            // Every block is verified and the driver has written the image: only
+            // the DONE handshake is left, and its failure (silence, an ERROR for
+            // a session that has ended) cannot undo the transfer.
+            self.state = State::Finished;
+            self.events.push_back(ReceiverEvent::Finished {
+                acknowledged: false,
+            });
+            return;
+        }
         if !self.is_over() {
             self.state = State::Failed;
             self.events.push_back(ReceiverEvent::Failed(e));
@@ -370,7 +391,7 @@ impl<C: Cache> Receiver<C> {
     }
 
     /// Feeds one datagram from the appliance (unicast or the group).
-    pub fn handle_packet(&mut self, now: Instant, bytes: &[u8]) {
+    pub fn handle_packet(&mut self, now: Instant, via: Via, bytes: &[u8]) {
         let (session, msg) = match Message::parse(bytes) {
             Ok(x) => x,
             Err(_) => {
@@ -378,6 +399,13 @@ impl<C: Cache> Receiver<C> {
                 return;
             }
         };
+        // Anyone on the boot network can send to a group; the appliance multicasts
+        // only DATA and END. Anything else there is foreign (an ERROR from a
+        // stranger must not end the run).
+        if via == Via::Group && !matches!(msg, Message::Data(_) | Message::End(_)) {
+            self.stats.foreign += 1;
+            return;
+        }
         if let Message::Welcome(w) = msg {
             self.on_welcome(now, session, &w);
             return;
@@ -518,8 +546,12 @@ impl<C: Cache> Receiver<C> {
         let repair = flags.contains(DataFlags::REPAIR);
         if !repair && acker == g.member && acker != NO_ACKER {
             let w = seq / g.window;
-            if self.ack_windows.back() != Some(&w) {
-                self.ack_windows.push_back(w);
+            // Keep the windows in order: one that arrives ahead of its turn (a
+            // reordered or forged packet) must not hold back the ACKs of the
+            // windows before it, or the appliance takes us for silent.
+            let at = self.ack_windows.partition_point(|&x| x < w);
+            if self.ack_windows.get(at) != Some(&w) {
+                self.ack_windows.insert(at, w);
             }
         }
         if seq >= self.credit_end() {

@@ -1,0 +1,1372 @@
+//! Privileged end-to-end tests: the real `streamer serve` and `client-loader`
+//! processes in network namespaces on a bridge, with loss injected by nftables at
+//! each client's ingress, processes killed mid-stream, and junk sent at every port.
+//!
+//! Each test builds its own network: namespaces `strm-e2e-<test>-<pid>-{hub,app,cN,junk}`
+//! (the bridge lives in the hub namespace, so the host's network is untouched),
+//! addresses in 10.77.0.0/16 only, groups in 239.77.0.0/16 only. A guard deletes the
+//! namespaces when the test ends, passing or not; every wait has a deadline. Tests
+//! run one at a time (they time things), each in well under 30 s.
+//!
+//! Without root, or without `ip` and `nft`, each test prints `skipping: <reason>`
+//! and passes; CI runs as root, so there they run. The one host-wide change: the
+//! socket buffer limits `net.core.rmem_max`/`wmem_max` are raised to 32 MiB when
+//! smaller (clients ask for large receive buffers), as `scripts/testbed up` does.
+//!
+//! The binaries: `streamer` and `client-loader` next to this test's directory
+//! (`target/<profile>/`), brought up to date with `cargo build` first: `cargo
+//! test` builds `streamer`'s binary (it has integration tests) but not
+//! `client-loader`'s, and a stale binary would test old code.
+
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, Read};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use streamer_common::wire::{
+    AckFlags, AckRepr, DataFlags, DataRepr, DoneRepr, EndRepr, ErrorCode, ErrorRepr, LeaveReason,
+    LeaveRepr, Message, NakRepr, WelcomeRepr, CONTROL_PORT, DATA_PORT,
+};
+
+const APP_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const JUNK_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 1);
+const BUF_MAX: u64 = 32 << 20;
+
+fn client_addr(i: usize) -> Ipv4Addr {
+    assert!((1..=254).contains(&i));
+    Ipv4Addr::new(10, 77, 1, i as u8)
+}
+
+// ---------------------------------------------------------------------------
+// Preconditions and binaries
+
+/// Why these tests cannot run here, if they cannot.
+fn skip_reason() -> Option<String> {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("");
+    if euid != "0" {
+        return Some(
+            "not root (network namespaces need CAP_NET_ADMIN; CI runs these as root)".into(),
+        );
+    }
+    for (tool, arg) in [("ip", "-V"), ("nft", "-v")] {
+        let ok = Command::new(tool)
+            .arg(arg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Some(format!("`{tool}` is missing (scripts/setup installs it)"));
+        }
+    }
+    None
+}
+
+/// Skips the test (returns from it) when it cannot run; otherwise holds the lock
+/// that runs these tests one at a time.
+macro_rules! privileged {
+    () => {{
+        if let Some(reason) = skip_reason() {
+            println!("skipping: {reason}");
+            return;
+        }
+        serial()
+    }};
+}
+
+/// Timing assertions need the two cores to themselves: one test at a time.
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Debug)]
+struct Bins {
+    streamer: PathBuf,
+    client: PathBuf,
+}
+
+fn bins() -> &'static Bins {
+    static BINS: OnceLock<Result<Bins, String>> = OnceLock::new();
+    match BINS.get_or_init(find_bins) {
+        Ok(b) => b,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn find_bins() -> Result<Bins, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this test's path: {e}"))?;
+    // target/<profile>/deps/e2e_netns-HASH -> target/<profile>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or_else(|| format!("unexpected test path {}", exe.display()))?
+        .to_path_buf();
+    let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let profile_args: &[&str] = match profile {
+        // What `cargo test` builds into target/debug: reuse its artifacts.
+        "debug" => &["--profile", "test"],
+        "release" => &["--release"],
+        _ => &["--profile", profile],
+    };
+    let target_dir = dir.parent().map(Path::to_path_buf);
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.args(["build", "--quiet", "-p", "streamer", "-p", "client-loader"])
+        .args(profile_args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null());
+    if let Some(t) = &target_dir {
+        cmd.env("CARGO_TARGET_DIR", t);
+    }
+    let t0 = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot run `cargo build` to build the binaries: {e}"))?;
+    let status = wait_deadline(&mut child, Duration::from_secs(900)).ok_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        "`cargo build -p streamer -p client-loader` took over 15 minutes".to_string()
+    })?;
+    if !status.success() {
+        return Err(format!(
+            "`cargo build -p streamer -p client-loader {}` failed ({status}); the e2e tests need both binaries",
+            profile_args.join(" ")
+        ));
+    }
+    let b = Bins {
+        streamer: dir.join("streamer"),
+        client: dir.join("client-loader"),
+    };
+    for p in [&b.streamer, &b.client] {
+        if !p.is_file() {
+            return Err(format!(
+                "{} is missing after `cargo build` (built into another target directory?)",
+                p.display()
+            ));
+        }
+    }
+    eprintln!(
+        "e2e: binaries in {} (cargo build took {:.1}s)",
+        dir.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(b)
+}
+
+fn wait_deadline(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Runs a short command to completion; panics naming it if it fails.
+fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", args.join(" ")));
+    assert!(
+        out.status.success(),
+        "`{}` failed ({}): {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Like [`sh`], feeding `input` on stdin.
+fn sh_stdin(args: &[&str], input: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", args.join(" ")));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("writing stdin");
+    let out = child.wait_with_output().expect("waiting");
+    assert!(
+        out.status.success(),
+        "`{}` failed ({}): {}\ninput:\n{input}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+// ---------------------------------------------------------------------------
+// The network
+
+/// One test's namespaces; deleted on drop.
+#[derive(Debug)]
+struct Testbed {
+    prefix: String,
+    created: Vec<String>,
+    clients: usize,
+}
+
+impl Testbed {
+    /// A hub with a bridge, the appliance (10.77.0.1), `clients` clients
+    /// (10.77.1.I) and, with `junk`, a sender of bad input (10.77.2.1).
+    fn new(test: &str, clients: usize, junk: bool) -> Testbed {
+        remove_stale_namespaces();
+        raise_buffer_limits();
+        let mut tb = Testbed {
+            prefix: format!("strm-e2e-{test}-{}", std::process::id()),
+            created: Vec::new(),
+            clients,
+        };
+        let hub = tb.ns("hub");
+        tb.add_ns(&hub);
+        sh(&["ip", "-n", &hub, "link", "add", "br0", "type", "bridge"]);
+        sh(&[
+            "ip",
+            "-n",
+            &hub,
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ]);
+        sh(&["ip", "-n", &hub, "link", "set", "br0", "up"]);
+        tb.attach("app", APP_ADDR);
+        for i in 1..=clients {
+            tb.attach(&format!("c{i}"), client_addr(i));
+        }
+        if junk {
+            tb.attach("junk", JUNK_ADDR);
+        }
+        tb
+    }
+
+    fn ns(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
+    }
+    fn app(&self) -> String {
+        self.ns("app")
+    }
+    fn client(&self, i: usize) -> String {
+        self.ns(&format!("c{i}"))
+    }
+
+    fn add_ns(&mut self, name: &str) {
+        sh(&["ip", "netns", "add", name]);
+        self.created.push(name.to_string());
+        sh(&["ip", "-n", name, "link", "set", "lo", "up"]);
+        // IPv4 only on this network: no IPv6 autoconfiguration chatter.
+        let _ = Command::new("ip")
+            .args(["netns", "exec", name, "sysctl", "-q", "-w"])
+            .args([
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// A namespace for `role` with eth0 at `addr`/16 on the bridge and a route for
+    /// multicast.
+    fn attach(&mut self, role: &str, addr: Ipv4Addr) {
+        let ns = self.ns(role);
+        let hub = self.ns("hub");
+        self.add_ns(&ns);
+        // The bridge-side end lives in the hub, named after the role (<= 15 bytes).
+        let port = format!("p-{role}");
+        sh(&[
+            "ip", "-n", &hub, "link", "add", &port, "type", "veth", "peer", "name", "eth0",
+            "netns", &ns,
+        ]);
+        sh(&[
+            "ip", "-n", &hub, "link", "set", &port, "master", "br0", "up",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{addr}/16"),
+            "dev",
+            "eth0",
+        ]);
+        sh(&["ip", "-n", &ns, "link", "set", "eth0", "up"]);
+        sh(&[
+            "ip",
+            "-n",
+            &ns,
+            "route",
+            "add",
+            "224.0.0.0/4",
+            "dev",
+            "eth0",
+        ]);
+    }
+
+    /// Drops `percent` % of the UDP datagrams arriving at client `i` (nftables
+    /// `numgen`, counted).
+    fn set_loss(&self, i: usize, percent: u32) {
+        let rules = format!(
+            "table inet strm_loss\n\
+             delete table inet strm_loss\n\
+             table inet strm_loss {{\n\
+               chain input {{\n\
+                 type filter hook input priority filter; policy accept;\n\
+                 meta l4proto udp numgen random mod 100 < {percent} counter drop\n\
+               }}\n\
+             }}\n"
+        );
+        sh_stdin(
+            &["ip", "netns", "exec", &self.client(i), "nft", "-f", "-"],
+            &rules,
+        );
+    }
+
+    /// Datagrams the loss rule at client `i` dropped so far.
+    fn dropped(&self, i: usize) -> u64 {
+        let out = sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.client(i),
+            "nft",
+            "list",
+            "table",
+            "inet",
+            "strm_loss",
+        ]);
+        let words: Vec<&str> = out.split_whitespace().collect();
+        words
+            .windows(2)
+            .find(|w| w[0] == "packets")
+            .and_then(|w| w[1].parse().ok())
+            .unwrap_or_else(|| panic!("no counter in the loss rule:\n{out}"))
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        // Clients first, the hub last (deleting a namespace takes its veth ends).
+        for ns in self.created.iter().rev() {
+            let ok = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                eprintln!("e2e: could not delete namespace {ns}; delete it by hand");
+            }
+        }
+    }
+}
+
+/// Namespaces of earlier runs whose test process is gone (a run killed before its
+/// guards ran).
+fn remove_stale_namespaces() {
+    let Ok(list) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&list.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let Some(rest) = name.strip_prefix("strm-e2e-") else {
+            continue;
+        };
+        // strm-e2e-<test>-<pid>-<role>
+        let parts: Vec<&str> = rest.rsplitn(3, '-').collect();
+        let Some(pid) = parts.get(1).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+fn raise_buffer_limits() {
+    for key in ["rmem_max", "wmem_max"] {
+        let path = format!("/proc/sys/net/core/{key}");
+        let now: u64 = fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        if now < BUF_MAX {
+            fs::write(&path, BUF_MAX.to_string())
+                .unwrap_or_else(|e| panic!("cannot raise net.core.{key} to {BUF_MAX}: {e}"));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Processes
+
+/// A process in a namespace, its stdout and stderr collected; killed on drop.
+#[derive(Debug)]
+struct Proc {
+    name: String,
+    child: Child,
+    log: Arc<Mutex<String>>,
+    readers: Vec<thread::JoinHandle<()>>,
+    status: Option<ExitStatus>,
+}
+
+impl Proc {
+    fn spawn(name: &str, ns: &str, program: &Path, args: &[String]) -> Proc {
+        // `ip netns exec` execs the program itself (no fork), so the child's pid
+        // is the program's and a kill reaches it.
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
+        let pipes: [Box<dyn Read + Send>; 2] = [
+            Box::new(child.stdout.take().expect("stdout")),
+            Box::new(child.stderr.take().expect("stderr")),
+        ];
+        for pipe in pipes {
+            let log = Arc::clone(&log);
+            readers.push(thread::spawn(move || {
+                for line in BufReader::new(pipe).lines() {
+                    let Ok(line) = line else { break };
+                    let mut l = log.lock().unwrap_or_else(|e| e.into_inner());
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            }));
+        }
+        Proc {
+            name: name.to_string(),
+            child,
+            log,
+            readers,
+            status: None,
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits until the output contains `needle` `count` times; false on timeout or
+    /// if the process exited first.
+    fn wait_for(&mut self, needle: &str, count: usize, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.log().matches(needle).count() >= count {
+                return true;
+            }
+            if Instant::now() >= deadline || self.exited() {
+                // One last look: the output may trail the exit.
+                thread::sleep(Duration::from_millis(50));
+                return self.log().matches(needle).count() >= count;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn exited(&mut self) -> bool {
+        if self.status.is_none() {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                self.status = Some(s);
+            }
+        }
+        self.status.is_some()
+    }
+
+    /// Waits for the exit; `None` if the process is still running after `limit`.
+    fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = wait_deadline(&mut self.child, limit);
+        }
+        if self.status.is_some() {
+            for r in self.readers.drain(..) {
+                let _ = r.join();
+            }
+        }
+        self.status
+    }
+
+    /// Waits for the exit and returns its code; panics with the output on timeout
+    /// or death by signal.
+    fn code(&mut self, limit: Duration) -> i32 {
+        match self.wait(limit) {
+            Some(s) => s.code().unwrap_or_else(|| {
+                panic!(
+                    "{} died by a signal ({s}); output:\n{}",
+                    self.name,
+                    self.log()
+                )
+            }),
+            None => panic!(
+                "{} still running after {:.1}s; output:\n{}",
+                self.name,
+                limit.as_secs_f64(),
+                self.log()
+            ),
+        }
+    }
+
+    /// SIGKILL.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        self.wait(Duration::from_secs(5));
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if !self.exited() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Images and sessions
+
+/// A pseudo-random image and its stream file in a scratch directory.
+#[derive(Debug)]
+struct Image {
+    dir: tempfile::TempDir,
+    bytes: Vec<u8>,
+    stream: PathBuf,
+}
+
+impl Image {
+    fn new(mib: usize, seed: u64) -> Image {
+        let dir = tempfile::Builder::new()
+            .prefix("strm-e2e-")
+            .tempdir()
+            .expect("scratch directory");
+        let mut bytes = vec![0u8; mib << 20];
+        ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut bytes);
+        let raw = dir.path().join("image.img");
+        fs::write(&raw, &bytes).expect("writing the image");
+        let stream = dir.path().join("image.stream");
+        let out = Command::new(&bins().streamer)
+            .args(["pack", "--image"])
+            .arg(&raw)
+            .arg("-o")
+            .arg(&stream)
+            .output()
+            .expect("running streamer pack");
+        assert!(
+            out.status.success(),
+            "streamer pack failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        fs::create_dir(dir.path().join("out")).expect("output directory");
+        Image { dir, bytes, stream }
+    }
+
+    fn out_dir(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+    fn output(&self, i: usize) -> PathBuf {
+        self.out_dir().join(format!("client{i}.img"))
+    }
+    fn control(&self) -> PathBuf {
+        self.dir.path().join("control.sock")
+    }
+    fn stream_len(&self) -> u64 {
+        fs::metadata(&self.stream).expect("stream file").len()
+    }
+
+    /// Panics unless client `i`'s output is the image, byte for byte.
+    fn assert_exact(&self, i: usize) {
+        let path = self.output(i);
+        let got = fs::read(&path)
+            .unwrap_or_else(|e| panic!("client {i}: no output at {}: {e}", path.display()));
+        assert_eq!(
+            got.len(),
+            self.bytes.len(),
+            "client {i}: output size differs from the image's"
+        );
+        if let Some(at) = got.iter().zip(&self.bytes).position(|(a, b)| a != b) {
+            panic!("client {i}: output differs from the image at byte {at}");
+        }
+    }
+
+    /// Names in the output directory (finals and any `.partial` leftovers).
+    fn out_entries(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(self.out_dir())
+            .expect("output directory")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// Starts `streamer serve` in the appliance's namespace and waits until it listens.
+fn serve(tb: &Testbed, img: &Image, group: Ipv4Addr, extra: &[&str]) -> Proc {
+    let mut args = strings(&["serve", "--image"]);
+    args.push(format!("test={}", img.stream.display()));
+    args.extend(strings(&[
+        "--bind",
+        &APP_ADDR.to_string(),
+        "--group",
+        &group.to_string(),
+    ]));
+    args.push("--control".into());
+    args.push(img.control().display().to_string());
+    args.push("-v".into());
+    args.extend(strings(extra));
+    let mut p = Proc::spawn("streamer serve", &tb.app(), &bins().streamer, &args);
+    assert!(
+        p.wait_for("listening on", 1, Duration::from_secs(10)),
+        "streamer serve did not start listening:\n{}",
+        p.log()
+    );
+    p
+}
+
+/// Starts `client-loader` in client `i`'s namespace.
+fn client(tb: &Testbed, img: &Image, i: usize, extra: &[&str]) -> Proc {
+    let mut args = strings(&["--server", &APP_ADDR.to_string(), "--output"]);
+    args.push(img.output(i).display().to_string());
+    if !extra.contains(&"--join-timeout") {
+        args.extend(strings(&["--join-timeout", "15"]));
+    }
+    args.extend(strings(extra));
+    Proc::spawn(&format!("client {i}"), &tb.client(i), &bins().client, &args)
+}
+
+/// `streamer stats --json` against the running appliance.
+fn stats(tb: &Testbed, img: &Image) -> serde_json::Value {
+    let out = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &tb.app(),
+        &bins().streamer.display().to_string(),
+        "stats",
+        "--json",
+        "--control",
+        &img.control().display().to_string(),
+    ]);
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("stats is not JSON ({e}): {out}"))
+}
+
+/// The last line of a log that contains `needle` (for messages).
+fn line_with<'a>(log: &'a str, needle: &str) -> &'a str {
+    log.lines().rev().find(|l| l.contains(needle)).unwrap_or("")
+}
+
+// ---------------------------------------------------------------------------
+// a. loss
+
+/// 4 clients at 1 % and then 5 % loss at their ingress: every client ends with
+/// the exact image and the appliance completes its session.
+#[test]
+fn four_clients_with_loss() {
+    let _serial = privileged!();
+    let tb = Testbed::new("loss", 4, false);
+    let img = Image::new(16, 1);
+    let group = Ipv4Addr::new(239, 77, 1, 1);
+    for loss in [1, 5] {
+        for i in 1..=tb.clients {
+            tb.set_loss(i, loss);
+        }
+        let t0 = Instant::now();
+        let mut app = serve(
+            &tb,
+            &img,
+            group,
+            &["--sessions", "1", "--min-clients", "4", "--max-wait", "20"],
+        );
+        let mut clients: Vec<Proc> = (1..=tb.clients)
+            .map(|i| client(&tb, &img, i, &["-q"]))
+            .collect();
+        for (i, c) in clients.iter_mut().enumerate() {
+            let code = c.code(Duration::from_secs(25));
+            assert_eq!(
+                code,
+                0,
+                "{} at {loss}% loss exited {code}:\n{}\nappliance:\n{}",
+                c.name,
+                c.log(),
+                app.log()
+            );
+            img.assert_exact(i + 1);
+        }
+        let code = app.code(Duration::from_secs(10));
+        let log = app.log();
+        assert_eq!(code, 0, "the appliance exited {code}:\n{log}");
+        let report = line_with(&log, "complete in");
+        assert!(
+            report.contains("4 member(s), 4 done"),
+            "report: {report}\n{log}"
+        );
+        let finals: Vec<String> = (1..=tb.clients).map(|i| format!("client{i}.img")).collect();
+        assert_eq!(img.out_entries(), finals, "leftovers next to the outputs");
+        let dropped: Vec<u64> = (1..=tb.clients).map(|i| tb.dropped(i)).collect();
+        assert!(
+            dropped.iter().all(|&d| d > 0),
+            "the loss rule dropped nothing at some client: {dropped:?}"
+        );
+        println!(
+            "{loss}% loss: 4 clients exact in {:.2}s; dropped per client {dropped:?}\n  {report}",
+            t0.elapsed().as_secs_f64()
+        );
+        for c in &clients {
+            println!("  {}: {}", c.name, line_with(&c.log(), "wrote"));
+        }
+        for i in 1..=tb.clients {
+            fs::remove_file(img.output(i)).expect("removing an output");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// b. a client killed mid-stream
+
+/// SIGKILL one of 4 clients mid-stream: the others finish exact, and the
+/// appliance's report names the evicted client.
+#[test]
+fn client_killed_mid_stream() {
+    let _serial = privileged!();
+    let tb = Testbed::new("ckill", 4, false);
+    let img = Image::new(16, 2);
+    let group = Ipv4Addr::new(239, 77, 2, 1);
+    // 40 Mbit/s: the 16 MiB stream takes about 3.4 s.
+    let expected = Duration::from_secs_f64(img.stream_len() as f64 * 8.0 / 40e6);
+    let mut app = serve(
+        &tb,
+        &img,
+        group,
+        &[
+            "--sessions",
+            "1",
+            "--min-clients",
+            "4",
+            "--max-wait",
+            "20",
+            "--rate",
+            "40M",
+        ],
+    );
+    let mut clients: Vec<Proc> = (1..=tb.clients)
+        .map(|i| client(&tb, &img, i, &[]))
+        .collect();
+    assert!(
+        app.wait_for("streaming to 4 member(s)", 1, Duration::from_secs(15)),
+        "the session did not start:\n{}",
+        app.log()
+    );
+    thread::sleep(expected.mul_f64(0.3));
+    let victim = 2;
+    assert!(
+        !clients[victim - 1].exited(),
+        "client {victim} ended before it could be killed:\n{}",
+        clients[victim - 1].log()
+    );
+    clients[victim - 1].kill();
+    let killed_at = Instant::now();
+    for (i, c) in clients.iter_mut().enumerate() {
+        if i + 1 == victim {
+            continue;
+        }
+        let code = c.code(Duration::from_secs(20));
+        assert_eq!(
+            code,
+            0,
+            "{} exited {code}:\n{}\nappliance:\n{}",
+            c.name,
+            c.log(),
+            app.log()
+        );
+        img.assert_exact(i + 1);
+    }
+    assert!(
+        !img.output(victim).exists(),
+        "the killed client left an image under its final name"
+    );
+    let code = app.code(Duration::from_secs(15));
+    let log = app.log();
+    assert_eq!(code, 0, "the appliance exited {code}:\n{log}");
+    let report = line_with(&log, "complete in");
+    assert!(report.contains("1 evicted"), "report: {report}\n{log}");
+    let evicted = line_with(&log, "evicted client");
+    assert!(
+        evicted.contains(&format!("at {}:", client_addr(victim))),
+        "the report does not name the killed client {}:\n{log}",
+        client_addr(victim)
+    );
+    println!(
+        "client {victim} killed; the others exact, session over {:.2}s later\n  {report}\n  {evicted}",
+        killed_at.elapsed().as_secs_f64()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// c. the appliance killed mid-stream
+
+/// SIGKILL the appliance mid-stream: every client exits 1 within its silence
+/// timeout and leaves nothing in the output directory.
+#[test]
+fn appliance_killed_mid_stream() {
+    let _serial = privileged!();
+    let tb = Testbed::new("akill", 4, false);
+    let img = Image::new(16, 3);
+    let group = Ipv4Addr::new(239, 77, 3, 1);
+    let expected = Duration::from_secs_f64(img.stream_len() as f64 * 8.0 / 40e6);
+    let silence = Duration::from_secs(3);
+    let mut app = serve(
+        &tb,
+        &img,
+        group,
+        &["--min-clients", "4", "--max-wait", "20", "--rate", "40M"],
+    );
+    let mut clients: Vec<Proc> = (1..=tb.clients)
+        .map(|i| {
+            client(
+                &tb,
+                &img,
+                i,
+                &["--silence-timeout", &silence.as_secs().to_string()],
+            )
+        })
+        .collect();
+    assert!(
+        app.wait_for("streaming to 4 member(s)", 1, Duration::from_secs(15)),
+        "the session did not start:\n{}",
+        app.log()
+    );
+    thread::sleep(expected.mul_f64(0.3));
+    for c in clients.iter_mut() {
+        assert!(
+            !c.exited(),
+            "{} ended before the appliance was killed:\n{}",
+            c.name,
+            c.log()
+        );
+    }
+    app.kill();
+    let killed_at = Instant::now();
+    // The silence timer runs from the last datagram heard, which is at most the
+    // kill; allow a second for scheduling on a loaded machine.
+    let limit = silence + Duration::from_secs(1);
+    for c in clients.iter_mut() {
+        let code = c.code(limit + Duration::from_secs(5));
+        let after = killed_at.elapsed();
+        let log = c.log();
+        assert_eq!(code, 1, "{} exited {code} (expected 1):\n{log}", c.name);
+        assert!(
+            after <= limit,
+            "{} took {:.2}s after the kill to give up (silence timeout {}s):\n{log}",
+            c.name,
+            after.as_secs_f64(),
+            silence.as_secs()
+        );
+        assert!(
+            log.contains("went silent"),
+            "{} does not say why it failed:\n{log}",
+            c.name
+        );
+    }
+    let left = img.out_entries();
+    assert!(left.is_empty(), "clients left files behind: {left:?}");
+    println!(
+        "appliance killed; all 4 clients exited 1 within {:.2}s: {}",
+        killed_at.elapsed().as_secs_f64(),
+        line_with(&clients[0].log(), "failed")
+    );
+}
+
+// ---------------------------------------------------------------------------
+// d. bad input
+
+/// Datagrams from the junk namespace, sent by a thread that enters it (a network
+/// namespace is a per-thread attribute). Paced so no socket buffer overflows.
+fn send_junk(
+    tb: &Testbed,
+    datagrams: Vec<(SocketAddrV4, Vec<u8>)>,
+    pace: Duration,
+) -> thread::JoinHandle<io::Result<usize>> {
+    let ns_path = format!("/run/netns/{}", tb.ns("junk"));
+    thread::spawn(move || {
+        let ns = File::open(&ns_path)?;
+        // SAFETY: setns(2) with a valid, open namespace descriptor and a matching
+        // type; it only changes this thread's network namespace, and this thread
+        // ends when the sending is done.
+        if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let sock = UdpSocket::bind(SocketAddrV4::new(JUNK_ADDR, 0))?;
+        sock.set_multicast_ttl_v4(1)?;
+        for (n, (dest, d)) in datagrams.iter().enumerate() {
+            sock.send_to(d, dest)?;
+            if n % 20 == 19 {
+                thread::sleep(pace);
+            }
+        }
+        Ok(datagrams.len())
+    })
+}
+
+fn random_datagrams(
+    rng: &mut ChaCha8Rng,
+    n: usize,
+    dest: SocketAddrV4,
+) -> Vec<(SocketAddrV4, Vec<u8>)> {
+    (0..n)
+        .map(|_| {
+            let mut d = vec![0u8; rng.gen_range(1..=1472)];
+            rng.fill_bytes(&mut d);
+            (dest, d)
+        })
+        .collect()
+}
+
+fn emit(session: u32, msg: Message<'_>) -> Vec<u8> {
+    let mut buf = vec![0u8; msg.buffer_len()];
+    let n = msg.emit(session, &mut buf).expect("emit");
+    buf.truncate(n);
+    buf
+}
+
+fn nak(member: u32, ranges: &[(u32, u32)]) -> Vec<u8> {
+    let mut body = vec![0u8; NakRepr::body_len_for(ranges.len())];
+    NakRepr::emit_from(member, ranges, &mut body);
+    body
+}
+
+/// Random bytes and well-formed foreign messages at the appliance's control port
+/// and at the group: counted and ignored; the clients finish exact.
+#[test]
+fn bad_input_is_counted_and_ignored() {
+    let _serial = privileged!();
+    let tb = Testbed::new("junk", 4, true);
+    let img = Image::new(16, 4);
+    let group = Ipv4Addr::new(239, 77, 4, 1);
+    let control = SocketAddrV4::new(APP_ADDR, CONTROL_PORT);
+    let group_port = SocketAddrV4::new(group, DATA_PORT);
+    // No --min-clients: the session waits (invitation period 60 s) until
+    // `start-now`, so the junk arrives while it is inviting.
+    let mut app = serve(
+        &tb,
+        &img,
+        group,
+        &["--sessions", "1", "--max-wait", "60", "--rate", "100M"],
+    );
+    let mut clients: Vec<Proc> = (1..=tb.clients)
+        .map(|i| client(&tb, &img, i, &["--silence-timeout", "10"]))
+        .collect();
+    assert!(
+        app.wait_for("joined from", 4, Duration::from_secs(15)),
+        "4 clients did not join:\n{}",
+        app.log()
+    );
+    // Their WELCOMEs are confirmed and the group joined within a few round trips.
+    thread::sleep(Duration::from_millis(300));
+    let before = stats(&tb, &img);
+    let session = before["sessions"][0]["session"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no session in the stats: {before}")) as u32;
+    assert_eq!(before["sessions"][0]["phase"], "inviting", "{before}");
+
+    // 1000 random datagrams at each port. The appliance must count each one the
+    // parser refuses, by reason: work out what to expect with the same parser.
+    let mut rng = ChaCha8Rng::seed_from_u64(0x7e57_ba2d);
+    let at_control = random_datagrams(&mut rng, 1000, control);
+    let mut expect_malformed = [0u64; 8];
+    let mut random_valid = 0;
+    for (_, d) in &at_control {
+        match Message::parse(d) {
+            Err(e) => expect_malformed[(e as usize).min(7)] += 1,
+            Ok(_) => random_valid += 1,
+        }
+    }
+    assert_eq!(
+        random_valid, 0,
+        "a random datagram parsed as a message: pick another seed"
+    );
+    let mut junk = at_control;
+    junk.extend(random_datagrams(&mut rng, 1000, group_port));
+
+    // Well-formed but foreign, at the control port. Each names what it checks.
+    let payload = vec![0xa5u8; 1400];
+    let foreign_session = session.wrapping_add(0x7700);
+    let data = |session: u32, seq: u32| {
+        emit(
+            session,
+            Message::Data(DataRepr {
+                seq,
+                acker: 0,
+                members: 4,
+                flags: DataFlags::empty(),
+                offset: u64::from(seq) * 1400,
+                payload: &payload,
+            }),
+        )
+    };
+    let nak_ghost = nak(999, &[(0, 10)]);
+    let nak_real = nak(0, &[(0, 10)]);
+    let mut unexpected = 0u64;
+    let mut unknown_session = 0u64;
+    let mut foreign: Vec<(SocketAddrV4, Vec<u8>)> = vec![
+        // DATA and END are the appliance's own messages: never taken in.
+        (control, data(session, 5)),
+        (
+            control,
+            emit(
+                session,
+                Message::End(EndRepr {
+                    total_packets: 10,
+                    members: 1,
+                    round: 0,
+                }),
+            ),
+        ),
+    ];
+    unexpected += 2;
+    foreign.extend([
+        // A NAK, ACK, DONE naming a member that does not exist.
+        (
+            control,
+            emit(
+                session,
+                Message::Nak(NakRepr::parse(&nak_ghost).expect("nak")),
+            ),
+        ),
+        (
+            control,
+            emit(
+                session,
+                Message::Ack(AckRepr {
+                    member: 999,
+                    window: 0,
+                    received_through: 0,
+                    credit_end: u32::MAX,
+                    missing: 0,
+                    flags: AckFlags::empty(),
+                }),
+            ),
+        ),
+        (
+            control,
+            emit(
+                session,
+                Message::Done(DoneRepr {
+                    member: 999,
+                    packets: u32::MAX,
+                }),
+            ),
+        ),
+        // A real member's id from the wrong address: LEAVE, NAK and DONE must not
+        // evict it, repair for it, or count it done.
+        (
+            control,
+            emit(
+                session,
+                Message::Leave(LeaveRepr {
+                    member: 0,
+                    reason: LeaveReason::Failed,
+                }),
+            ),
+        ),
+        (
+            control,
+            emit(
+                session,
+                Message::Nak(NakRepr::parse(&nak_real).expect("nak")),
+            ),
+        ),
+        (
+            control,
+            emit(
+                session,
+                Message::Done(DoneRepr {
+                    member: 1,
+                    packets: u32::MAX,
+                }),
+            ),
+        ),
+    ]);
+    // A NAK for a session that does not exist.
+    foreign.push((
+        control,
+        emit(
+            foreign_session,
+            Message::Nak(NakRepr::parse(&nak_ghost).expect("nak")),
+        ),
+    ));
+    unknown_session += 1;
+    // At the group, for the clients: another session's DATA, END and WELCOME, and an
+    // ERROR from "another session" (the appliance never multicasts an ERROR).
+    let hdr = [0u8; streamer_common::stream_file::HEADER_LEN];
+    foreign.extend([
+        (group_port, data(foreign_session, 5)),
+        (
+            group_port,
+            emit(
+                foreign_session,
+                Message::End(EndRepr {
+                    total_packets: 10,
+                    members: 1,
+                    round: 0,
+                }),
+            ),
+        ),
+        (
+            group_port,
+            emit(
+                foreign_session,
+                Message::Welcome(WelcomeRepr {
+                    member: 0,
+                    group: group.octets(),
+                    data_port: DATA_PORT,
+                    payload: 1400,
+                    window: 64,
+                    members: 1,
+                    start_in_ms: 0,
+                    next_seq: 0,
+                    total_packets: 10,
+                    stream_header: &hdr,
+                }),
+            ),
+        ),
+        (
+            group_port,
+            emit(
+                foreign_session,
+                Message::Error(ErrorRepr {
+                    code: ErrorCode::Unavailable,
+                    text: "forged",
+                }),
+            ),
+        ),
+    ]);
+    // Forged DATA for the live session with bytes that are not the image's: the
+    // clients must refuse the blocks (hash mismatch) and get them repaired.
+    let total = img.stream_len().div_ceil(1400) as u32;
+    for seq in [0, 1, total / 3, total / 2, total - 2] {
+        foreign.push((group_port, data(session, seq)));
+    }
+    junk.extend(foreign.iter().cloned());
+    let sent = send_junk(&tb, junk, Duration::from_millis(1))
+        .join()
+        .expect("junk thread")
+        .expect("sending junk");
+    // Let the appliance drain its socket.
+    thread::sleep(Duration::from_millis(300));
+    let after = stats(&tb, &img);
+    let input = |v: &serde_json::Value, k: &str| v["input"][k].as_u64().unwrap_or(0);
+    let malformed = |v: &serde_json::Value| -> Vec<u64> {
+        v["input"]["malformed"]
+            .as_array()
+            .map(|a| a.iter().map(|x| x.as_u64().unwrap_or(0)).collect())
+            .unwrap_or_default()
+    };
+    let got_malformed: Vec<u64> = malformed(&after)
+        .iter()
+        .zip(malformed(&before).iter().chain(std::iter::repeat(&0)))
+        .map(|(a, b)| a - b)
+        .collect();
+    assert_eq!(
+        got_malformed,
+        expect_malformed.to_vec(),
+        "malformed counters (by reason) after {sent} junk datagrams:\n{after}"
+    );
+    assert!(got_malformed.iter().sum::<u64>() > 0);
+    assert_eq!(
+        input(&after, "unexpected") - input(&before, "unexpected"),
+        unexpected,
+        "{after}"
+    );
+    assert_eq!(
+        input(&after, "unknown_session") - input(&before, "unknown_session"),
+        unknown_session,
+        "{after}"
+    );
+    let s = &after["sessions"][0];
+    assert_eq!(s["phase"], "inviting", "{after}");
+    assert_eq!(
+        s["members"], 4,
+        "the foreign LEAVE/DONE changed the membership: {after}"
+    );
+    for c in clients.iter_mut() {
+        assert!(!c.exited(), "{} gave up on the junk:\n{}", c.name, c.log());
+    }
+
+    // Start streaming, and keep the junk coming while it streams.
+    let started = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &tb.app(),
+        &bins().streamer.display().to_string(),
+        "start-now",
+        "--control",
+        &img.control().display().to_string(),
+    ]);
+    assert!(started.contains("\"started\":1"), "start-now: {started}");
+    let mut during = random_datagrams(&mut rng, 300, control);
+    during.extend(random_datagrams(&mut rng, 300, group_port));
+    during.extend(foreign.iter().cloned());
+    let trickle = send_junk(&tb, during, Duration::from_millis(20));
+
+    for (i, c) in clients.iter_mut().enumerate() {
+        let code = c.code(Duration::from_secs(25));
+        assert_eq!(
+            code,
+            0,
+            "{} exited {code}:\n{}\nappliance:\n{}",
+            c.name,
+            c.log(),
+            app.log()
+        );
+        img.assert_exact(i + 1);
+    }
+    trickle.join().expect("junk thread").expect("sending junk");
+    let code = app.code(Duration::from_secs(10));
+    let log = app.log();
+    assert_eq!(code, 0, "the appliance exited {code}:\n{log}");
+    let report = line_with(&log, "complete in");
+    assert!(
+        report.contains("4 member(s), 4 done, 0 evicted"),
+        "report: {report}\n{log}"
+    );
+    println!(
+        "junk: {sent} datagrams while inviting (malformed by reason {got_malformed:?}), more while streaming; 4 clients exact\n  {report}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// e. unknown image
+
+/// A JOIN for an image the appliance does not serve: the client exits 1 and says
+/// which image, and what the appliance serves.
+#[test]
+fn join_for_unknown_image_is_refused() {
+    let _serial = privileged!();
+    let tb = Testbed::new("noimg", 1, false);
+    let img = Image::new(1, 5);
+    let group = Ipv4Addr::new(239, 77, 5, 1);
+    let mut app = serve(&tb, &img, group, &["--max-wait", "20"]);
+    let mut c = client(&tb, &img, 1, &["--image", "nosuch", "--join-timeout", "10"]);
+    let code = c.code(Duration::from_secs(15));
+    let log = c.log();
+    assert_eq!(
+        code, 1,
+        "client-loader --image nosuch exited {code}:\n{log}"
+    );
+    assert!(
+        log.contains("\"nosuch\""),
+        "the error does not name the image:\n{log}"
+    );
+    assert!(
+        log.contains("serves: test"),
+        "the error does not say what is served:\n{log}"
+    );
+    assert!(
+        img.out_entries().is_empty(),
+        "the refused client left files: {:?}",
+        img.out_entries()
+    );
+    assert!(
+        app.wait_for("unknown image \"nosuch\"", 1, Duration::from_secs(2)),
+        "the appliance did not log the refusal:\n{}",
+        app.log()
+    );
+    println!("refused: {}", line_with(&log, "nosuch"));
+}
+
+// ---------------------------------------------------------------------------
+// f. the DONE handshake cannot fail a verified image
+
+/// A client whose every DONE_ACK is lost (nftables drops datagrams of that type
+/// at its ingress) has its image verified and written already: it must exit 0
+/// and say DONE was not acknowledged, not exit 1 ("went silent") with the image
+/// in place, which would break the exit-status contract (1: nothing written).
+#[test]
+fn lost_done_ack_does_not_fail_a_written_image() {
+    let _serial = privileged!();
+    let tb = Testbed::new("doneack", 1, false);
+    let img = Image::new(4, 6);
+    let group = Ipv4Addr::new(239, 77, 6, 1);
+    // The type byte is the 4th of the UDP payload: bits 88..96 after the UDP
+    // header's start. 12 is DONE_ACK.
+    sh_stdin(
+        &["ip", "netns", "exec", &tb.client(1), "nft", "-f", "-"],
+        "table inet strm_doneack {\n\
+           chain input {\n\
+             type filter hook input priority filter; policy accept;\n\
+             udp sport 7077 @th,88,8 12 counter drop\n\
+           }\n\
+         }\n",
+    );
+    // No --sessions: the appliance stays up and answers every DONE (in vain).
+    let _app = serve(
+        &tb,
+        &img,
+        group,
+        &["--min-clients", "1", "--max-wait", "20"],
+    );
+    let mut c = client(&tb, &img, 1, &["--silence-timeout", "1", "-q"]);
+    let code = c.code(Duration::from_secs(15));
+    let log = c.log();
+    let dropped = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &tb.client(1),
+        "nft",
+        "list",
+        "table",
+        "inet",
+        "strm_doneack",
+    ]);
+    assert!(
+        !dropped.contains("packets 0 "),
+        "no DONE_ACK was dropped:\n{dropped}"
+    );
+    assert_eq!(code, 0, "exited {code} with its image verified:\n{log}");
+    img.assert_exact(1);
+    assert!(log.contains("DONE was not acknowledged"), "{log}");
+    println!("{}", line_with(&log, "wrote"));
+}
