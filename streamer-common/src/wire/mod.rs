@@ -17,9 +17,10 @@
 //! One module per message group, each with a zero-copy view (where the hot path wants
 //! one) and a `Repr`; [`Message`] parses any datagram into its `Repr`. The stream
 //! protocol follows the patent's synchronous streaming (JP4199677B2, steps 402–424 and
-//! 516–522): JOIN/WELCOME is registration during the invitation period, DATA is the
-//! burst-mode multicast with sequence numbers, ACK is step 412 (with the designated
-//! acker of steps 516–518), NAK and repair are steps 418–422, END is step 416.
+//! 516–522): JOIN/WELCOME is registration during the invitation period (the client
+//! confirms its WELCOME with an ACK), DATA is the burst-mode multicast with sequence
+//! numbers, ACK is step 412 (with the designated acker of steps 516–518), NAK and
+//! repair are steps 418–422, END is step 416, DONE/DONE_ACK close a member's part.
 
 mod data;
 mod feedback;
