@@ -1,11 +1,9 @@
-//! Test images: deterministic pseudo-random bytes packed into a stream file in
-//! memory.
+//! Test images: deterministic pseudo-random bytes, packed into a stream file by
+//! the real packer (`streamer::stream_file::pack`), returned as bytes.
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use streamer_common::stream_file::{
-    Extent, FileFlags, StreamHeader, HEADER_HASHED_LEN, HEADER_LEN,
-};
+use streamer::stream_file::{pack, NoProgress, PackOptions};
 
 /// `len` pseudo-random bytes from `seed`.
 pub fn image(seed: u64, len: usize) -> Vec<u8> {
@@ -14,42 +12,21 @@ pub fn image(seed: u64, len: usize) -> Vec<u8> {
     v
 }
 
-/// Packs `image` into a stream file with `block_size` blocks, streamed in image
-/// order. Mirrors what `streamer pack` writes.
+/// Packs `image` with `block_size` blocks, in image order, and returns the stream
+/// file's bytes.
+///
+/// # Panics
+/// If the temporary directory cannot be used or packing fails: a broken test
+/// environment, not a result.
 pub fn stream_file(image: &[u8], block_size: u32) -> Vec<u8> {
-    let bs = block_size as usize;
-    let blocks = image.len().div_ceil(bs) as u64;
-    let mut h = StreamHeader::new(
-        FileFlags::empty(),
+    let dir = tempfile::tempdir().expect("a temporary directory for the fixture");
+    let img = dir.path().join("image");
+    let out = dir.path().join("image.stream");
+    std::fs::write(&img, image).expect("writing the fixture image");
+    let opts = PackOptions {
         block_size,
-        image.len() as u64,
-        1,
-        blocks,
-    )
-    .expect("fixture geometry is valid");
-    let mut out = vec![0u8; h.file_len() as usize];
-    let mut manifest = vec![0u8; h.manifest_len as usize];
-    Extent {
-        first: 0,
-        count: blocks,
-    }
-    .emit(&mut manifest[..16]);
-    for b in 0..blocks as usize {
-        let mut block = vec![0u8; bs];
-        let end = ((b + 1) * bs).min(image.len());
-        block[..end - b * bs].copy_from_slice(&image[b * bs..end]);
-        manifest[16 + 32 * b..16 + 32 * (b + 1)].copy_from_slice(blake3::hash(&block).as_bytes());
-        let at = h.data_offset as usize + b * bs;
-        out[at..at + bs].copy_from_slice(&block);
-    }
-    h.image_hash = *blake3::hash(image).as_bytes();
-    h.manifest_hash = *blake3::hash(&manifest).as_bytes();
-    let mo = h.manifest_offset as usize;
-    out[mo..mo + manifest.len()].copy_from_slice(&manifest);
-    let mut hb = [0u8; HEADER_LEN];
-    h.emit(&mut hb);
-    h.header_hash = *blake3::hash(&hb[..HEADER_HASHED_LEN]).as_bytes();
-    h.emit(&mut hb);
-    out[..HEADER_LEN].copy_from_slice(&hb);
-    out
+        ..PackOptions::new(&img, &out)
+    };
+    pack(&opts, &NoProgress).expect("packing the fixture image");
+    std::fs::read(&out).expect("reading the packed fixture")
 }
