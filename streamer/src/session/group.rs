@@ -94,7 +94,11 @@ impl Session {
     pub(crate) fn new(id: u32, image: Arc<ImageSpec>, cfg: Arc<Config>, now: Instant) -> Self {
         let payload = u64::from(cfg.payload);
         let total = image.file_len.div_ceil(payload) as u32;
+        // The bucket holds a burst of packets, and at least a millisecond of the
+        // rate: a driver woken late by its timer then catches up instead of
+        // losing the tokens (which would cap the rate below --rate).
         let pkt = (DATA_HEADER_LEN as u64 + payload) * u64::from(cfg.burst_packets.max(1));
+        let pkt = pkt.max(cfg.rate / 1000);
         Session {
             id,
             pacer: Pacer::new(cfg.rate, pkt, cfg.adaptive_rate, now),
