@@ -1192,9 +1192,29 @@ fn bad_input_is_counted_and_ignored() {
         .join()
         .expect("junk thread")
         .expect("sending junk");
-    // Let the appliance drain its socket.
-    thread::sleep(Duration::from_millis(300));
-    let after = stats(&tb, &img);
+    // Wait until the appliance has drained its socket: the counters stop moving
+    // (bounded, so a stuck appliance fails the assertions below, not the clock).
+    let counted = |v: &serde_json::Value| -> u64 {
+        let i = &v["input"];
+        let m: u64 = i["malformed"]
+            .as_array()
+            .map_or(0, |a| a.iter().filter_map(|x| x.as_u64()).sum());
+        m + ["unexpected", "unknown_session", "accepted"]
+            .iter()
+            .map(|k| i[*k].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut after = stats(&tb, &img);
+    loop {
+        thread::sleep(Duration::from_millis(100));
+        let again = stats(&tb, &img);
+        let settled = counted(&again) == counted(&after);
+        after = again;
+        if settled || std::time::Instant::now() > deadline {
+            break;
+        }
+    }
     let input = |v: &serde_json::Value, k: &str| v["input"][k].as_u64().unwrap_or(0);
     let malformed = |v: &serde_json::Value| -> Vec<u64> {
         v["input"]["malformed"]
