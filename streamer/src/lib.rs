@@ -5,8 +5,10 @@
 //! - [`stream_file`]: packing, opening and verifying stream files and sequences;
 //! - [`session`]: the sans-IO session engine (invitation, pacing, acknowledgement
 //!   windows, repair, eviction) and its socket driver;
-//! - [`xdp`]: loading the XDP programs onto the boot interface.
+//! - [`xdp`]: loading the XDP programs onto the boot interface;
+//! - [`metrics`]: latency histograms and counters in Prometheus text format.
 
+pub mod metrics;
 pub mod session;
 pub mod stream_file;
 pub mod xdp;

@@ -59,6 +59,9 @@ pub(crate) struct Args {
     /// Local control socket for `streamer start-now` and `streamer stats`.
     #[arg(long, default_value = "/run/streamer.sock")]
     control: PathBuf,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9477).
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
     /// Log every join and completion.
     #[arg(long, short)]
     verbose: bool,
@@ -135,6 +138,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         exit_after_sessions: args.sessions,
         control_socket: Some(args.control),
         verbose: args.verbose,
+        metrics: args.metrics,
     };
     let stop = driver::stop_on_signals();
     let reports = driver::serve(&opts, stop)?;

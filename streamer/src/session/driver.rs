@@ -6,6 +6,7 @@
 //! does not change.
 
 use super::{Config, Engine, Event, ImageSpec, SessionReport, SessionSnapshot};
+use crate::metrics::Metrics;
 use crate::stream_file::StreamFile;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::HashMap;
@@ -14,6 +15,7 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use streamer_common::stream_file::HEADER_LEN;
 use streamer_common::time::Instant;
@@ -76,6 +78,8 @@ pub struct ServeOptions {
     pub control_socket: Option<PathBuf>,
     /// Print events as they happen.
     pub verbose: bool,
+    /// Serve `/metrics` (Prometheus text format) on this TCP address.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// A monotonic clock turned into the engine's [`Instant`].
@@ -183,6 +187,18 @@ pub fn serve(opts: &ServeOptions, stop: &AtomicBool) -> Result<Vec<SessionReport
         None => None,
     };
     eprintln!("streamer: listening on {} (control port)", opts.bind);
+    let exposition = Arc::new(Mutex::new(String::new()));
+    if let Some(addr) = opts.metrics {
+        let listener = std::net::TcpListener::bind(addr).map_err(|source| ServeError::Socket {
+            what: "binding the --metrics address (port in use?)",
+            source,
+        })?;
+        eprintln!("streamer: metrics at http://{addr}/metrics");
+        let text = exposition.clone();
+        std::thread::spawn(move || serve_metrics(&listener, &text));
+    }
+    let mut metrics = Metrics::default();
+    let mut next_render = std::time::Instant::now();
     let mut engine = Engine::new(opts.config.clone(), specs);
     let clock = Clock(std::time::Instant::now());
     let mut session_file: HashMap<u32, usize> = HashMap::new();
@@ -266,9 +282,30 @@ pub fn serve(opts: &ServeOptions, stop: &AtomicBool) -> Result<Vec<SessionReport
         }
         while let Some(ev) = engine.poll_event() {
             log_event(&ev, opts.verbose);
-            if let Event::SessionComplete { report, .. } = ev {
-                reports.push(*report);
+            match ev {
+                Event::MemberJoined { .. } => metrics.joins += 1,
+                Event::MemberDone { elapsed, .. } => metrics.completion.record(elapsed),
+                Event::SessionComplete { report, .. } => {
+                    metrics.closed.absorb(&report.stats);
+                    metrics.sessions_completed += 1;
+                    reports.push(*report);
+                }
+                _ => {}
             }
+        }
+        engine.drain_samples(|s| metrics.sample(s));
+        if opts.metrics.is_some() && std::time::Instant::now() >= next_render {
+            let snaps = engine.snapshot(clock.now());
+            let live: Vec<&super::SessionStats> = snaps
+                .iter()
+                .filter(|s| !s.complete)
+                .map(|s| &s.report.stats)
+                .collect();
+            let text = metrics.render(&live, &engine.input);
+            if let Ok(mut t) = exposition.lock() {
+                *t = text;
+            }
+            next_render = std::time::Instant::now() + Duration::from_millis(500);
         }
         if opts.exit_after_sessions.is_some_and(|n| reports.len() >= n) {
             break Ok(());
@@ -278,6 +315,33 @@ pub fn serve(opts: &ServeOptions, stop: &AtomicBool) -> Result<Vec<SessionReport
         let _ = std::fs::remove_file(p);
     }
     result.map(|()| reports)
+}
+
+/// Answers `GET /metrics` with the latest exposition text, anything else with 404.
+/// One request per connection; a slow or broken client costs only its own
+/// connection (2 s timeouts).
+fn serve_metrics(listener: &std::net::TcpListener, text: &Mutex<String>) {
+    use std::io::{Read, Write};
+    for conn in listener.incoming() {
+        let Ok(mut c) = conn else { continue };
+        let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = c.set_write_timeout(Some(Duration::from_secs(2)));
+        let mut req = [0u8; 1024];
+        let n = c.read(&mut req).unwrap_or(0);
+        let line = String::from_utf8_lossy(&req[..n]);
+        let ok = line.starts_with("GET /metrics ") || line.starts_with("GET /metrics?");
+        let body = if ok {
+            text.lock().map(|t| t.clone()).unwrap_or_default()
+        } else {
+            "not found\n".into()
+        };
+        let status = if ok { "200 OK" } else { "404 Not Found" };
+        let _ = write!(
+            c,
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
 }
 
 /// Blocks until `udp` or `ctl` is readable or `wait` passes.

@@ -85,7 +85,14 @@ pub(crate) struct Session {
     small_nak_packets: u64,
     /// The earliest WELCOME retransmission.
     next_welcome: Instant,
+    /// Window sent → its designated ACK, since the last drain.
+    pub(crate) ack_rtts: Vec<Duration>,
+    /// First NAK for a packet → its repair sent, since the last drain.
+    pub(crate) repair_latencies: Vec<Duration>,
 }
+
+/// Latency samples kept between two drains by the driver; more are dropped.
+const MAX_SAMPLES: usize = 1 << 16;
 
 /// Weight of one acknowledgement in the loss estimate.
 const LOSS_EWMA_GAIN: f64 = 0.1;
@@ -127,6 +134,8 @@ impl Session {
             loss_ewma: 0.0,
             small_nak_packets: 0,
             next_welcome: Instant::FAR_FUTURE,
+            ack_rtts: Vec::new(),
+            repair_latencies: Vec::new(),
             cfg,
         }
     }
@@ -291,9 +300,10 @@ impl Session {
                     .deadline
                     .as_micros()
                     .saturating_sub(self.cfg.ack_timeout.as_micros() as u64);
-                self.stats
-                    .ack_rtt_us
-                    .push(now.as_micros().saturating_sub(sent));
+                if self.ack_rtts.len() < MAX_SAMPLES {
+                    self.ack_rtts
+                        .push(Duration::from_micros(now.as_micros().saturating_sub(sent)));
+                }
             }
             let loss = f64::from(ack.missing.min(window)) / f64::from(window);
             self.loss_ewma += LOSS_EWMA_GAIN * (loss - self.loss_ewma);
@@ -607,7 +617,12 @@ impl Session {
         let expected = (self.loss_ewma * self.registry.active_count() as f64).max(by_naks);
         self.planner.set_expected_losers(expected);
         let small = self.planner.next_small(now);
-        let repair = match small {
+        if let Some((_, first)) = small {
+            if self.repair_latencies.len() < MAX_SAMPLES {
+                self.repair_latencies.push(now.saturating_since(first));
+            }
+        }
+        let repair = match small.map(|(r, _)| r) {
             Some(r) => Some(r),
             None if self.planner.has_bulk() && (!can_new || self.repair_turn) => {
                 self.planner.next_bulk()

@@ -190,9 +190,35 @@ pub struct SessionStats {
     pub unverified: u64,
     /// Messages of a type the appliance does not take.
     pub unexpected: u64,
-    /// ACK round trips, microseconds (window sent → its ACK).
-    #[serde(skip)]
-    pub ack_rtt_us: Vec<u64>,
+}
+
+impl SessionStats {
+    /// Adds another session's counters to these.
+    pub fn absorb(&mut self, o: &SessionStats) {
+        self.data_packets += o.data_packets;
+        self.repair_mcast += o.repair_mcast;
+        self.repair_ucast += o.repair_ucast;
+        self.bytes_out += o.bytes_out;
+        self.control_out += o.control_out;
+        self.acks += o.acks;
+        self.out_of_turn_acks += o.out_of_turn_acks;
+        self.naks += o.naks;
+        self.nak_packets += o.nak_packets;
+        self.missed_acks += o.missed_acks;
+        self.done += o.done;
+        self.evicted += o.evicted;
+        self.unverified += o.unverified;
+        self.unexpected += o.unexpected;
+    }
+}
+
+/// A latency measured by a session, for histograms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sample {
+    /// A window's last packet sent → its designated ACK.
+    AckRoundTrip(Duration),
+    /// The first NAK for a packet → its repair sent.
+    Repair(Duration),
 }
 
 /// What a finished session did.
@@ -557,6 +583,18 @@ impl Engine {
                 report: s.report(now),
             })
             .collect()
+    }
+
+    /// Hands every latency sample taken since the last call to `f`.
+    pub fn drain_samples(&mut self, mut f: impl FnMut(Sample)) {
+        for s in &mut self.sessions {
+            s.ack_rtts
+                .drain(..)
+                .for_each(|d| f(Sample::AckRoundTrip(d)));
+            s.repair_latencies
+                .drain(..)
+                .for_each(|d| f(Sample::Repair(d)));
+        }
     }
 
     /// Whether no session is left.

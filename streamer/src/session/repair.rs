@@ -177,8 +177,9 @@ impl Planner {
     /// ([`Self::set_expected_losers`]), the first NAK for a packet speaks for many:
     /// the repair goes to the group at once, which also answers the NAKs the others
     /// have not sent yet (their backoff hears it).
-    pub(crate) fn next_small(&mut self, now: Instant) -> Option<Repair> {
+    pub(crate) fn next_small(&mut self, now: Instant) -> Option<(Repair, Instant)> {
         let seq = self.ready_entry(now)?;
+        let first = self.entries.get(&seq)?.first;
         let shared = self
             .recent
             .get(&seq)
@@ -198,7 +199,7 @@ impl Planner {
                 set.remove(seq);
             }
             self.bulk.retain(|_, s| !s.is_empty());
-            return Some(Repair::Multicast(seq));
+            return Some((Repair::Multicast(seq), first));
         }
         let member = entry.members.pop()?;
         if entry.members.is_empty() {
@@ -212,7 +213,7 @@ impl Planner {
                 member,
             },
         );
-        Some(Repair::Unicast { seq, member })
+        Some((Repair::Unicast { seq, member }, first))
     }
 
     fn remember(&mut self, seq: u32, r: Recent) {
@@ -260,9 +261,16 @@ mod tests {
         p.request(t, 1, 5, 1, false);
         p.request(t, 2, 5, 1, false);
         p.request(t, 3, 5, 1, false);
-        assert_eq!(p.next_small(t), None, "held for the holdoff");
-        assert_eq!(p.next_small(t + H), Some(Repair::Multicast(5)));
-        assert_eq!(p.next_small(t + H), None);
+        assert_eq!(
+            p.next_small(t).map(|(r, _)| r),
+            None,
+            "held for the holdoff"
+        );
+        assert_eq!(
+            p.next_small(t + H).map(|(r, _)| r),
+            Some(Repair::Multicast(5))
+        );
+        assert_eq!(p.next_small(t + H).map(|(r, _)| r), None);
         assert!(p.is_idle());
     }
 
@@ -272,12 +280,12 @@ mod tests {
         let t = Instant::from_millis(10);
         p.request(t, 1, 7, 1, false);
         assert_eq!(
-            p.next_small(t + H),
+            p.next_small(t + H).map(|(r, _)| r),
             Some(Repair::Unicast { seq: 7, member: 1 })
         );
         p.request(t + H, 2, 7, 1, false);
         assert_eq!(
-            p.next_small(t + H * 2),
+            p.next_small(t + H * 2).map(|(r, _)| r),
             Some(Repair::Multicast(7)),
             "cascade detected"
         );
@@ -294,7 +302,10 @@ mod tests {
         assert_eq!(p.next_bulk(), Some(Repair::Unicast { seq: 1, member: 1 }));
         p.request(t, 3, 50, 1, false);
         p.request(t, 4, 50, 1, false);
-        assert_eq!(p.next_small(t + H), Some(Repair::Multicast(50)));
+        assert_eq!(
+            p.next_small(t + H).map(|(r, _)| r),
+            Some(Repair::Multicast(50))
+        );
         assert_eq!(p.backlog(), 2 * 100 - 3 - 2);
     }
 }
@@ -310,7 +321,10 @@ mod guard_tests {
         let t = Instant::from_millis(10);
         p.request(t, 1, 5, 1, false);
         p.request(t, 2, 5, 1, false);
-        assert_eq!(p.next_small(t + h), Some(Repair::Multicast(5)));
+        assert_eq!(
+            p.next_small(t + h).map(|(r, _)| r),
+            Some(Repair::Multicast(5))
+        );
         p.request(t + h * 3, 3, 5, 1, false);
         assert!(p.is_idle(), "the NAK crossed the repair in flight");
         assert_eq!(p.suppressed, 1);

@@ -1,0 +1,336 @@
+//! The appliance's metrics: HDR latency histograms and counters, rendered in the
+//! Prometheus text exposition format (version 0.0.4): `# HELP` and `# TYPE` per
+//! family, one sample per line, histograms as cumulative `_bucket{le=".."}`
+//! series with `+Inf`, `_sum` and `_count`.
+//!
+//! Histograms record microseconds in an HDR histogram (3 significant digits, up to
+//! an hour) and are exposed in seconds against fixed buckets from 100 µs to 10 min,
+//! which cover ACK round trips on a LAN as well as a whole boot.
+
+use crate::session::{InputStats, Sample, SessionStats};
+use hdrhistogram::Histogram;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// Bucket bounds, seconds.
+pub const BUCKETS: [f64; 20] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0, 120.0, 600.0,
+];
+
+/// One latency distribution.
+#[derive(Debug, Clone)]
+pub struct Latency {
+    hist: Histogram<u64>,
+    sum_us: u64,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency {
+            // Invariant: 1 µs .. 1 h at 3 significant digits are valid bounds (low
+            // >= 1, high >= 2 * low, sigfig <= 5), so construction cannot fail.
+            hist: Histogram::new_with_bounds(1, 3_600_000_000, 3)
+                .expect("constant, valid histogram bounds"),
+            sum_us: 0,
+        }
+    }
+}
+
+impl Latency {
+    /// Records one duration (clamped into the histogram's range).
+    pub fn record(&mut self, d: Duration) {
+        let us = u64::try_from(d.as_micros())
+            .unwrap_or(u64::MAX)
+            .clamp(1, 3_600_000_000);
+        self.hist.saturating_record(us);
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+    /// Samples recorded.
+    pub fn count(&self) -> u64 {
+        self.hist.len()
+    }
+    /// The `q` quantile (0..=1).
+    pub fn quantile(&self, q: f64) -> Duration {
+        Duration::from_micros(self.hist.value_at_quantile(q))
+    }
+    /// Samples at or below `le` seconds.
+    pub fn cumulative(&self, le: f64) -> u64 {
+        let us = (le * 1e6) as u64;
+        if self.hist.is_empty() {
+            return 0;
+        }
+        self.hist
+            .iter_recorded()
+            .filter(|v| v.value_iterated_to() <= us)
+            .map(|v| v.count_at_value())
+            .sum()
+    }
+}
+
+/// Everything `/metrics` shows.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    /// JOIN → DONE per client.
+    pub completion: Latency,
+    /// Window sent → designated ACK.
+    pub ack_rtt: Latency,
+    /// First NAK → repair sent.
+    pub repair: Latency,
+    /// Counters of sessions that have completed (live ones are added at render).
+    pub closed: SessionStats,
+    /// Members evicted, all sessions.
+    pub evictions: u64,
+    /// Members joined, all sessions.
+    pub joins: u64,
+    /// Sessions completed.
+    pub sessions_completed: u64,
+}
+
+impl Metrics {
+    /// Takes one latency sample from the engine.
+    pub fn sample(&mut self, s: Sample) {
+        match s {
+            Sample::AckRoundTrip(d) => self.ack_rtt.record(d),
+            Sample::Repair(d) => self.repair.record(d),
+        }
+    }
+
+    /// Renders the exposition text. `live` are the counters of sessions still
+    /// running, `input` the engine's input counters.
+    pub fn render(&self, live: &[&SessionStats], input: &InputStats) -> String {
+        let mut out = String::new();
+        let sum =
+            |f: fn(&SessionStats) -> u64| f(&self.closed) + live.iter().map(|s| f(s)).sum::<u64>();
+        let counters: [(&str, &str, u64); 9] = [
+            (
+                "streamer_data_packets_total",
+                "First-pass DATA packets sent.",
+                sum(|s| s.data_packets),
+            ),
+            (
+                "streamer_repair_multicast_total",
+                "Repairs sent to a group.",
+                sum(|s| s.repair_mcast),
+            ),
+            (
+                "streamer_repair_unicast_total",
+                "Repairs sent to one member.",
+                sum(|s| s.repair_ucast),
+            ),
+            (
+                "streamer_data_bytes_total",
+                "DATA bytes sent, headers included.",
+                sum(|s| s.bytes_out),
+            ),
+            ("streamer_acks_total", "ACKs received.", sum(|s| s.acks)),
+            ("streamer_naks_total", "NAKs received.", sum(|s| s.naks)),
+            (
+                "streamer_members_done_total",
+                "Members that answered DONE.",
+                sum(|s| s.done),
+            ),
+            (
+                "streamer_evictions_total",
+                "Members evicted from a group's pacing.",
+                sum(|s| s.evicted),
+            ),
+            (
+                "streamer_sessions_completed_total",
+                "Sessions whose members are all done or evicted.",
+                self.sessions_completed,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        }
+        let name = "streamer_input_malformed_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Datagrams refused by the wire parser, by reason.\n# TYPE {name} counter"
+        );
+        for (i, reason) in [
+            "other",
+            "truncated",
+            "bad_magic",
+            "unsupported_version",
+            "unknown_type",
+            "bad_length",
+            "reserved_bits",
+            "bad_field",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", input.malformed[i]);
+        }
+        for (name, help, h) in [
+            (
+                "streamer_completion_seconds",
+                "JOIN to DONE, per client.",
+                &self.completion,
+            ),
+            (
+                "streamer_ack_round_trip_seconds",
+                "A window's last packet sent to its designated ACK.",
+                &self.ack_rtt,
+            ),
+            (
+                "streamer_repair_latency_seconds",
+                "First NAK for a packet to its repair sent.",
+                &self.repair,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+            for le in BUCKETS {
+                let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {}", h.cumulative(le));
+            }
+            let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count());
+            let _ = writeln!(out, "{name}_sum {}", h.sum_us as f64 / 1e6);
+            let _ = writeln!(out, "{name}_count {}", h.count());
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// A strict reader of the text format: every line is a comment of the two
+    /// known kinds or `name{labels} value`; every sample belongs to a family
+    /// declared before it; histogram buckets are cumulative and end at `+Inf`,
+    /// which equals `_count`.
+    fn parse_strict(text: &str) -> HashMap<String, f64> {
+        let mut types: HashMap<String, String> = HashMap::new();
+        let mut samples = HashMap::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# ") {
+                let mut w = rest.splitn(3, ' ');
+                let (kind, name, val) = (w.next().unwrap(), w.next().unwrap(), w.next().unwrap());
+                assert!(
+                    name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                    "bad name {name}"
+                );
+                match kind {
+                    "HELP" => assert!(!val.is_empty()),
+                    "TYPE" => {
+                        assert!(
+                            ["counter", "histogram", "gauge"].contains(&val),
+                            "type {val}"
+                        );
+                        assert!(
+                            types.insert(name.to_string(), val.to_string()).is_none(),
+                            "{name} declared twice"
+                        );
+                    }
+                    k => panic!("unknown comment {k}"),
+                }
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').expect("sample without value");
+            let v: f64 = value.parse().expect("value is a float");
+            let base = series.split('{').next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| {
+                    base.strip_suffix(s)
+                        .filter(|f| types.get(*f).is_some_and(|t| t == "histogram"))
+                })
+                .unwrap_or(base);
+            assert!(
+                types.contains_key(family),
+                "sample {series} before its TYPE"
+            );
+            if let Some(labels) = series.strip_prefix(base) {
+                if !labels.is_empty() {
+                    assert!(
+                        labels.starts_with('{') && labels.ends_with('}'),
+                        "labels {labels}"
+                    );
+                    for kv in labels[1..labels.len() - 1].split(',') {
+                        let (k, v) = kv.split_once('=').expect("label k=v");
+                        assert!(k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+                        assert!(v.starts_with('"') && v.ends_with('"') && v.len() >= 2);
+                    }
+                }
+            }
+            assert!(
+                samples.insert(series.to_string(), v).is_none(),
+                "duplicate series {series}"
+            );
+        }
+        for (name, t) in &types {
+            if t == "histogram" {
+                let mut prev = 0.0;
+                for le in BUCKETS {
+                    let c = samples[&format!("{name}_bucket{{le=\"{le}\"}}")];
+                    assert!(c >= prev, "{name} buckets not cumulative");
+                    prev = c;
+                }
+                let inf = samples[&format!("{name}_bucket{{le=\"+Inf\"}}")];
+                assert!(inf >= prev);
+                assert_eq!(inf, samples[&format!("{name}_count")]);
+            }
+        }
+        samples
+    }
+
+    #[test]
+    fn exposition_parses_back_strictly() {
+        let mut m = Metrics::default();
+        for ms in [1u64, 2, 3, 40, 900, 2_000, 70_000] {
+            m.completion.record(Duration::from_millis(ms));
+        }
+        m.sample(Sample::AckRoundTrip(Duration::from_micros(180)));
+        m.sample(Sample::Repair(Duration::from_millis(3)));
+        let live = SessionStats {
+            data_packets: 10,
+            naks: 2,
+            ..Default::default()
+        };
+        let mut input = InputStats::default();
+        input.malformed[2] = 5;
+        let text = m.render(&[&live], &input);
+        let s = parse_strict(&text);
+        assert_eq!(s["streamer_data_packets_total"], 10.0);
+        assert_eq!(s["streamer_naks_total"], 2.0);
+        assert_eq!(
+            s["streamer_input_malformed_total{reason=\"bad_magic\"}"],
+            5.0
+        );
+        assert_eq!(s["streamer_completion_seconds_count"], 7.0);
+        assert_eq!(
+            s["streamer_ack_round_trip_seconds_bucket{le=\"0.00025\"}"],
+            1.0
+        );
+        assert_eq!(
+            s["streamer_ack_round_trip_seconds_bucket{le=\"0.0001\"}"],
+            0.0
+        );
+    }
+
+    #[test]
+    fn buckets_convert_from_the_hdr_histogram() {
+        let mut l = Latency::default();
+        for ms in [1u64, 2, 3, 40, 900, 2_000, 70_000] {
+            l.record(Duration::from_millis(ms));
+        }
+        // 3 significant digits: values land within 0.1 % of what was recorded.
+        assert_eq!(l.cumulative(0.001), 1);
+        assert_eq!(l.cumulative(0.0025), 2);
+        assert_eq!(l.cumulative(0.005), 3);
+        assert_eq!(l.cumulative(0.05), 4);
+        assert_eq!(l.cumulative(1.0), 5);
+        assert_eq!(l.cumulative(2.5), 6);
+        assert_eq!(l.cumulative(60.0), 6);
+        assert_eq!(l.cumulative(120.0), 7);
+        assert_eq!(l.count(), 7);
+        let p50 = l.quantile(0.5).as_secs_f64();
+        assert!((p50 - 0.04).abs() < 0.001, "p50 {p50}");
+    }
+}
