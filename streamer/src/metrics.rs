@@ -79,8 +79,6 @@ pub struct Metrics {
     pub repair: Latency,
     /// Counters of sessions that have completed (live ones are added at render).
     pub closed: SessionStats,
-    /// Members evicted, all sessions.
-    pub evictions: u64,
     /// Members joined, all sessions.
     pub joins: u64,
     /// Sessions completed.
@@ -102,7 +100,12 @@ impl Metrics {
         let mut out = String::new();
         let sum =
             |f: fn(&SessionStats) -> u64| f(&self.closed) + live.iter().map(|s| f(s)).sum::<u64>();
-        let counters: [(&str, &str, u64); 9] = [
+        let counters: [(&str, &str, u64); 10] = [
+            (
+                "streamer_members_joined_total",
+                "Clients registered, all sessions.",
+                self.joins,
+            ),
             (
                 "streamer_data_packets_total",
                 "First-pass DATA packets sent.",

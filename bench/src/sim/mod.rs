@@ -18,7 +18,7 @@ pub mod fixture;
 pub mod link;
 pub mod shadow;
 
-use client_loader::receiver::{self, Cache, ReceiverEvent, VecCache, Via};
+use client_loader::receiver::{self, ReceiverEvent, VecCache, Via};
 use core::time::Duration;
 use link::{Link, LinkModel};
 use shadow::{ShadowCache, ShadowSource};
@@ -29,7 +29,7 @@ use std::rc::Rc;
 use streamer::session::{self, Engine, Event, ImageSpec, SessionReport};
 use streamer_common::stream_file::{StreamHeader, HEADER_LEN};
 use streamer_common::time::Instant;
-use streamer_common::wire::{Message, MessageType, CONTROL_PORT, DATA_PORT};
+use streamer_common::wire::{Message, MessageType, DATA_PORT};
 
 /// One client's behaviour.
 #[derive(Debug, Clone)]
@@ -591,8 +591,6 @@ impl Sim {
     fn flush_engine(&mut self) {
         let now = self.now;
         let mut buf = std::mem::take(&mut self.buf);
-        let appliance = SocketAddrV4::new(Ipv4Addr::new(10, 77, 0, 1), CONTROL_PORT);
-        let _ = appliance;
         while let Some(t) = self.engine.poll_transmit(now, &mut buf) {
             let mut first_pass = None;
             let datagram: Rc<[u8]> = match t.payload {
@@ -704,7 +702,3 @@ fn type_name(t: MessageType) -> &'static str {
         MessageType::DoneAck => "done_ack",
     }
 }
-
-/// Keeps the `Cache` trait in scope for the macro users.
-#[allow(dead_code)]
-fn _uses(_: &dyn Cache) {}

@@ -261,7 +261,7 @@ impl Session {
             }
             Message::Leave(leave) => {
                 if self.registry.verified(leave.member, from).is_some() {
-                    self.evict(now, leave.member, EvictReason::Left, events);
+                    self.evict(leave.member, EvictReason::Left, events);
                     self.planner.forget(leave.member);
                 } else {
                     self.stats.unverified += 1;
@@ -342,13 +342,7 @@ impl Session {
         }
     }
 
-    fn evict(
-        &mut self,
-        now: Instant,
-        member: u32,
-        reason: EvictReason,
-        events: &mut VecDeque<Event>,
-    ) {
+    fn evict(&mut self, member: u32, reason: EvictReason, events: &mut VecDeque<Event>) {
         let Some(m) = self.registry.get_mut(member) else {
             return;
         };
@@ -357,7 +351,6 @@ impl Session {
         }
         m.evicted = Some(reason);
         let client_id = m.client_id;
-        let _ = now;
         self.registry.deactivate(member);
         self.stats.evicted += 1;
         self.min_credit = self.registry.min_credit();
@@ -409,7 +402,7 @@ impl Session {
                         m.active() && m.missed_acks >= self.cfg.max_missed_acks
                     });
                     if evict {
-                        self.evict(now, member, EvictReason::Silent, events);
+                        self.evict(member, EvictReason::Silent, events);
                     }
                 }
                 if let Some(since) = self.stall_since {
@@ -417,7 +410,7 @@ impl Session {
                         self.stall_since = None;
                     } else if now.saturating_since(since) >= self.cfg.stall_timeout {
                         for m in self.registry.blocking(self.next_seq) {
-                            self.evict(now, m, EvictReason::Slow, events);
+                            self.evict(m, EvictReason::Slow, events);
                         }
                         self.stall_since = None;
                     }
@@ -434,7 +427,7 @@ impl Session {
                         .map(|m| m.id)
                         .collect();
                     for m in silent {
-                        self.evict(now, m, EvictReason::Silent, events);
+                        self.evict(m, EvictReason::Silent, events);
                     }
                 }
                 self.check_complete(now, events);

@@ -112,10 +112,9 @@ impl Planner {
                 first: now,
                 members: Vec::new(),
             });
+            // Past the threshold it is a multicast: further names change nothing.
             if e.members.len() < self.threshold && !e.members.contains(&member) {
                 e.members.push(member);
-            } else if e.members.len() >= self.threshold {
-                // Already a multicast; further names change nothing.
             }
         }
     }
