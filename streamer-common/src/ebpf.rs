@@ -301,8 +301,11 @@ const NANOS_PER_SECOND: u64 = 1_000_000_000;
 /// it, the source is no more than `burst` intervals ahead of `now`: a fresh
 /// source gets exactly `burst` packets at once, then one per interval. Without
 /// a limit (`interval_ns == 0`) every packet conforms.
+///
+/// `shift` makes a packet cheaper: it costs `interval_ns >> shift` (READs cost
+/// 1/2^[`READ_COST_SHIFT`] of other control packets, see [`ControlRule::Read`]).
 #[inline(always)]
-pub const fn gcra(config: &SteerConfig, tat: Option<u64>, now_ns: u64) -> Option<u64> {
+pub const fn gcra(config: &SteerConfig, tat: Option<u64>, now_ns: u64, shift: u32) -> Option<u64> {
     if config.interval_ns == 0 {
         return Some(now_ns);
     }
@@ -310,7 +313,8 @@ pub const fn gcra(config: &SteerConfig, tat: Option<u64>, now_ns: u64) -> Option
         Some(tat) if tat > now_ns => tat,
         _ => now_ns,
     };
-    let next = base.saturating_add(config.interval_ns);
+    let cost = config.interval_ns >> shift;
+    let next = base.saturating_add(if cost == 0 { 1 } else { cost });
     if next - now_ns > config.tolerance_ns {
         None
     } else {
@@ -328,9 +332,18 @@ pub enum ControlRule {
     /// ERROR from a client that gives up before its WELCOME): session 0 or a
     /// published one.
     ZeroOrPublished,
-    /// Sent within a session (ACK, NAK, DONE, READ): a published session only.
+    /// Sent within a session (ACK, NAK, DONE): a published session only.
     Published,
+    /// READ: any session, because a booted client keeps reading long after its
+    /// session closed and was retired from [`SESSIONS_MAP`] (the appliance checks
+    /// the reader itself); charged `1/2^READ_COST_SHIFT` of a packet, because a
+    /// booting machine's reads come thousands a second and must not wait.
+    Read,
 }
+
+/// READs cost `1 >> READ_COST_SHIFT` of another control packet in the rate
+/// limit: with the default 500 packets/s, 8,000 READs/s per source.
+pub const READ_COST_SHIFT: u32 = 4;
 
 /// The rule for a header's type byte.
 #[inline(always)]
@@ -339,9 +352,8 @@ pub const fn control_rule(message_type: u8) -> ControlRule {
         Some(MessageType::Join | MessageType::Leave | MessageType::Error) => {
             ControlRule::ZeroOrPublished
         }
-        Some(MessageType::Ack | MessageType::Nak | MessageType::Done | MessageType::Read) => {
-            ControlRule::Published
-        }
+        Some(MessageType::Ack | MessageType::Nak | MessageType::Done) => ControlRule::Published,
+        Some(MessageType::Read) => ControlRule::Read,
         Some(
             MessageType::Welcome
             | MessageType::Data
@@ -578,6 +590,7 @@ mod tests {
             ControlRule::ZeroOrPublished
         );
         assert_eq!(control_rule(MessageType::Nak as u8), ControlRule::Published);
+        assert_eq!(control_rule(MessageType::Read as u8), ControlRule::Read);
         assert_eq!(control_rule(MessageType::Data as u8), ControlRule::Refuse);
         assert_eq!(control_rule(0), ControlRule::Refuse);
         assert_eq!(control_rule(200), ControlRule::Refuse);
@@ -589,20 +602,37 @@ mod tests {
         let t0 = 5_000_000_000;
         let mut tat = None;
         for _ in 0..3 {
-            tat = Some(gcra(&cfg, tat, t0).expect("within the burst"));
+            tat = Some(gcra(&cfg, tat, t0, 0).expect("within the burst"));
         }
-        assert_eq!(gcra(&cfg, tat, t0), None);
-        assert_eq!(gcra(&cfg, tat, t0 + 99_999_999), None);
-        tat = Some(gcra(&cfg, tat, t0 + 100_000_000).expect("one interval later"));
-        assert_eq!(gcra(&cfg, tat, t0 + 100_000_000), None);
+        assert_eq!(gcra(&cfg, tat, t0, 0), None);
+        assert_eq!(gcra(&cfg, tat, t0 + 99_999_999, 0), None);
+        tat = Some(gcra(&cfg, tat, t0 + 100_000_000, 0).expect("one interval later"));
+        assert_eq!(gcra(&cfg, tat, t0 + 100_000_000, 0), None);
         // A long silence refills the bucket to the burst, not beyond.
         let later = t0 + 60 * NANOS_PER_SECOND;
         for _ in 0..3 {
-            tat = Some(gcra(&cfg, tat, later).expect("refilled"));
+            tat = Some(gcra(&cfg, tat, later, 0).expect("refilled"));
         }
-        assert_eq!(gcra(&cfg, tat, later), None);
+        assert_eq!(gcra(&cfg, tat, later, 0), None);
         // No limit.
-        assert!(gcra(&SteerConfig::UNLIMITED, Some(u64::MAX), 0).is_some());
+        assert!(gcra(&SteerConfig::UNLIMITED, Some(u64::MAX), 0, 0).is_some());
+    }
+
+    #[test]
+    fn reads_cost_a_fraction_of_a_packet() {
+        let cfg = SteerConfig::limit(10, 3);
+        let t0 = 5_000_000_000;
+        let n = |shift| {
+            let mut tat = None;
+            let mut k = 0;
+            while let Some(t) = gcra(&cfg, tat, t0, shift) {
+                tat = Some(t);
+                k += 1;
+            }
+            k
+        };
+        assert_eq!(n(0), 3);
+        assert_eq!(n(READ_COST_SHIFT), 3 << READ_COST_SHIFT);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use streamer_common::{
     ebpf::{
         control_rule, gcra, ClientCounters, ControlRule, Counter, Ipv4Key, SteerConfig,
         StreamHeader, COUNTER_SLOTS, DHCP_SERVER_PORT, MAX_BUCKETS, MAX_CLIENTS, MAX_SESSIONS,
-        PXE_PORT, TFTP_PORT,
+        PXE_PORT, READ_COST_SHIFT, TFTP_PORT,
     },
     wire::{CONTROL_PORT, HEADER_LEN, MAGIC, VERSION},
 };
@@ -187,20 +187,26 @@ fn check_control(ctx: &XdpContext, udp: &Udp) -> Result<(), Drop> {
         return Err(Drop::Malformed(Counter::BadReserved));
     }
     let session = header.session();
-    let known = if session == 0 {
-        rule == ControlRule::ZeroOrPublished
-    } else {
-        SESSIONS.get_ptr(session).is_some()
+    let known = match rule {
+        // The appliance checks the reader (its address and member) itself.
+        ControlRule::Read => true,
+        _ if session == 0 => rule == ControlRule::ZeroOrPublished,
+        _ => SESSIONS.get_ptr(session).is_some(),
     };
     if !known {
         return Err(Drop::UnknownSession);
     }
-    rate_limit(&udp.src)
+    let shift = if rule == ControlRule::Read {
+        READ_COST_SHIFT
+    } else {
+        0
+    };
+    rate_limit(&udp.src, shift)
 }
 
-/// Charges one packet to `src`'s allowance.
+/// Charges one packet (`1 >> shift` of one) to `src`'s allowance.
 #[inline(always)]
-fn rate_limit(src: &Ipv4Key) -> Result<(), Drop> {
+fn rate_limit(src: &Ipv4Key, shift: u32) -> Result<(), Drop> {
     let Some(config) = STEER_CONFIG.get(0) else {
         return Ok(());
     };
@@ -216,13 +222,13 @@ fn rate_limit(src: &Ipv4Key) -> Result<(), Drop> {
             // through that should have waited, or the reverse, which a limit
             // per source can afford.
             let current = unsafe { *tat };
-            match gcra(config, Some(current), now) {
+            match gcra(config, Some(current), now, shift) {
                 // SAFETY: as above.
                 Some(next) => unsafe { *tat = next },
                 None => return Err(Drop::RateLimited),
             }
         }
-        None => match gcra(config, None, now) {
+        None => match gcra(config, None, now, shift) {
             // If the map cannot take the source (it is LRU, so only a memory
             // failure could stop it), the packet still goes through.
             Some(next) => {

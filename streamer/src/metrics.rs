@@ -77,6 +77,10 @@ pub struct Metrics {
     pub ack_rtt: Latency,
     /// First NAK → repair sent.
     pub repair: Latency,
+    /// READ received → its last reply datagram handed to the data plane.
+    pub read: Latency,
+    /// The READ service's counters (copied from the engine before rendering).
+    pub reads: crate::session::ReadStats,
     /// Counters of sessions that have completed (live ones are added at render).
     pub closed: SessionStats,
     /// Members joined, all sessions.
@@ -86,7 +90,6 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Takes one latency sample from the engine.
     /// The histograms' percentiles in seconds, for `streamer stats`.
     pub fn percentiles(&self) -> serde_json::Value {
         let one = |h: &Latency| {
@@ -104,13 +107,16 @@ impl Metrics {
             "completion": one(&self.completion),
             "ack_rtt": one(&self.ack_rtt),
             "repair": one(&self.repair),
+            "read": one(&self.read),
         })
     }
 
+    /// Takes one latency sample from the engine.
     pub fn sample(&mut self, s: Sample) {
         match s {
             Sample::AckRoundTrip(d) => self.ack_rtt.record(d),
             Sample::Repair(d) => self.repair.record(d),
+            Sample::Read(d) => self.read.record(d),
         }
     }
 
@@ -120,7 +126,7 @@ impl Metrics {
         let mut out = String::new();
         let sum =
             |f: fn(&SessionStats) -> u64| f(&self.closed) + live.iter().map(|s| f(s)).sum::<u64>();
-        let counters: [(&str, &str, u64); 10] = [
+        let counters: [(&str, &str, u64); 12] = [
             (
                 "streamer_members_joined_total",
                 "Clients registered, all sessions.",
@@ -163,6 +169,16 @@ impl Metrics {
                 "Sessions whose members are all done or evicted.",
                 self.sessions_completed,
             ),
+            (
+                "streamer_reads_served_total",
+                "On-demand READs answered with data.",
+                self.reads.served,
+            ),
+            (
+                "streamer_read_bytes_total",
+                "On-demand READ data bytes sent.",
+                self.reads.bytes,
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(
@@ -190,6 +206,19 @@ impl Metrics {
         {
             let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {}", input.malformed[i]);
         }
+        let name = "streamer_reads_refused_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} On-demand READs refused, by reason.\n# TYPE {name} counter"
+        );
+        for (reason, v) in [
+            ("unregistered", self.reads.unregistered),
+            ("out_of_range", self.reads.out_of_range),
+            ("not_in_stream", self.reads.not_in_stream),
+            ("overloaded", self.reads.overloaded),
+        ] {
+            let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {v}");
+        }
         for (name, help, h) in [
             (
                 "streamer_completion_seconds",
@@ -205,6 +234,11 @@ impl Metrics {
                 "streamer_repair_latency_seconds",
                 "First NAK for a packet to its repair sent.",
                 &self.repair,
+            ),
+            (
+                "streamer_read_latency_seconds",
+                "On-demand READ received to its last reply datagram sent.",
+                &self.read,
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");

@@ -3,8 +3,8 @@
 
 use proptest::prelude::*;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use streamer::session::{Config, Engine, ImageSpec};
-use streamer_common::stream_file::{FileFlags, StreamHeader, HEADER_LEN};
+use streamer::session::{BlockIndex, Config, Engine, ImageSpec};
+use streamer_common::stream_file::{Extent, FileFlags, StreamHeader, HEADER_LEN};
 use streamer_common::time::Instant;
 use streamer_common::wire::{
     DataFlags, DataRepr, ErrorCode, JoinRepr, Message, NakRepr, DATA_PORT,
@@ -20,6 +20,13 @@ fn engine() -> Engine {
         file_len: h.file_len(),
         group: Ipv4Addr::new(239, 77, 0, 1),
         data_port: DATA_PORT,
+        blocks: BlockIndex::new(
+            &h,
+            &[Extent {
+                first: 0,
+                count: 256,
+            }],
+        ),
     };
     Engine::new(Config::default(), vec![spec])
 }

@@ -686,12 +686,41 @@ fn sessions_must_be_published() {
     assert_eq!(steer.sessions().expect("sessions"), [SESSION + 5]);
     expect(&steer, "ACK, retired", &ack_in(SESSION), drop, unknown);
 
+    // A READ passes whatever its session: a booted client reads long after
+    // its session was retired (the appliance checks the reader itself).
+    let read = |session| {
+        Frame::control(
+            session,
+            Message::Read(ReadRepr {
+                member: 3,
+                tag: 1,
+                block: 0,
+                count: 1,
+            }),
+        )
+        .bytes()
+    };
+    expect(
+        &steer,
+        "READ, session retired",
+        &read(SESSION),
+        pass,
+        accepted,
+    );
+    expect(
+        &steer,
+        "READ, session never published",
+        &read(SESSION + 9),
+        pass,
+        accepted,
+    );
+
     match steer.publish_session(0) {
         Err(XdpError::InvalidConfig(_)) => {}
         other => panic!("publishing session 0: {other:?}"),
     }
     let clients = steer.clients().expect("clients");
-    assert_eq!((clients[0].packets, clients[0].dropped), (6, 5));
+    assert_eq!((clients[0].packets, clients[0].dropped), (8, 5));
 }
 
 #[test]
@@ -752,6 +781,25 @@ fn control_rate_is_limited_per_source() {
     );
     let delta = steer.counters().expect("counters").since(&before);
     assert_eq!((delta.accepted(), delta.rate_limited()), (2, 1));
+
+    // READs cost 1/2^READ_COST_SHIFT of a packet: a fresh source gets 16 times
+    // the burst of them.
+    steer.set_limits(1, 5).expect("set_limits");
+    let mut read = Frame::control(
+        SESSION,
+        Message::Read(ReadRepr {
+            member: 3,
+            tag: 1,
+            block: 0,
+            count: 1,
+        }),
+    );
+    read.src = Ipv4Addr::new(10, 77, 251, 13);
+    let before = steer.counters().expect("counters");
+    let n = 5 << streamer_common::ebpf::READ_COST_SHIFT;
+    steer.run(&read.bytes(), n + 3).expect("test run");
+    let delta = steer.counters().expect("counters").since(&before);
+    assert_eq!((delta.accepted(), delta.rate_limited()), (u64::from(n), 3));
 
     // No limit.
     steer.set_limits(0, 0).expect("set_limits");

@@ -27,7 +27,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::rc::Rc;
 use streamer::session::{self, Engine, Event, ImageSpec, SessionReport};
-use streamer_common::stream_file::{StreamHeader, HEADER_LEN};
+use streamer_common::stream_file::{Manifest, StreamHeader, HEADER_LEN};
 use streamer_common::time::Instant;
 use streamer_common::wire::{Message, MessageType, DATA_PORT};
 
@@ -284,7 +284,13 @@ impl Sim {
             let header: [u8; HEADER_LEN] = bytes[..HEADER_LEN]
                 .try_into()
                 .expect("stream file shorter than a header");
-            StreamHeader::parse(&header).expect("simulated image is not a valid stream file");
+            let parsed =
+                StreamHeader::parse(&header).expect("simulated image is not a valid stream file");
+            let start = parsed.manifest_offset as usize;
+            let manifest =
+                Manifest::new(&parsed, &bytes[start..start + parsed.manifest_len as usize])
+                    .expect("simulated image has a short manifest");
+            let extents: Vec<_> = manifest.extents().collect();
             let group = SocketAddrV4::new(Ipv4Addr::new(239, 77, 1, i as u8 + 1), DATA_PORT);
             image_specs.push(ImageSpec {
                 name: name.clone(),
@@ -292,6 +298,7 @@ impl Sim {
                 file_len: bytes.len() as u64,
                 group: *group.ip(),
                 data_port: group.port(),
+                blocks: session::BlockIndex::new(&parsed, &extents),
             });
             specs_images.push((name.clone(), Rc::<[u8]>::from(bytes.as_slice()), group));
         }
@@ -565,7 +572,7 @@ impl Sim {
                     self.by_group.entry(g).or_default().push(i);
                 }
                 ReceiverEvent::Evicted(_) => c.result.evicted = true,
-                ReceiverEvent::Complete => {}
+                ReceiverEvent::Complete | ReceiverEvent::ManifestVerified => {}
                 ReceiverEvent::Finished { acknowledged } => {
                     let exact = match &c.rx {
                         Cacher::Vec(r) => r.cache().bytes() == &c.source[..],

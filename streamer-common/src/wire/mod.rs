@@ -35,7 +35,7 @@ pub use feedback::{
 };
 pub use header::{Header, HeaderRepr, HEADER_LEN, MAGIC, VERSION};
 pub use message::Message;
-pub use read::{ReadReplyRepr, ReadRepr, ReadStatus, MAX_READ_BLOCKS};
+pub use read::{ReadReplyRepr, ReadRepr, ReadStatus, MAX_READ_BLOCKS, READ_REPLY_HEADER_LEN};
 pub use session::{
     ErrorCode, ErrorRepr, JoinRepr, LeaveReason, LeaveRepr, WelcomeRepr, MAX_ERROR_TEXT,
     MAX_IMAGE_NAME,

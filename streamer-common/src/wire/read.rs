@@ -1,8 +1,12 @@
 //! On-demand reads after (or ahead of) the stream: READ and READ_REPLY (patent
 //! step 534: reads go to the server one by one and are answered one by one).
 
-use super::{expect_len, WireError};
+use super::{expect_len, HeaderRepr, MessageType, WireError, HEADER_LEN};
 use crate::bytes::{be16, be32, be64, put_be16, put_be32, put_be64};
+
+/// Bytes of a READ_REPLY before its data: the datagram header and the fixed
+/// fields. The appliance writes these and sends the data from its mapping.
+pub const READ_REPLY_HEADER_LEN: usize = HEADER_LEN + ReadReplyRepr::FIXED_LEN;
 
 /// Most blocks one READ may ask for.
 pub const MAX_READ_BLOCKS: u16 = 64;
@@ -126,11 +130,33 @@ impl<'a> ReadReplyRepr<'a> {
     }
     /// Writes the body.
     pub fn emit(&self, body: &mut [u8]) {
+        self.emit_fixed(body);
+        body[Self::FIXED_LEN..Self::FIXED_LEN + self.data.len()].copy_from_slice(self.data);
+    }
+
+    fn emit_fixed(&self, body: &mut [u8]) {
         put_be32(body, 0..4, self.tag);
         put_be16(body, 4..6, self.status as u16);
         put_be16(body, 6..8, 0);
         put_be64(body, 8..16, self.block);
         put_be32(body, 16..20, self.offset);
-        body[Self::FIXED_LEN..Self::FIXED_LEN + self.data.len()].copy_from_slice(self.data);
+    }
+
+    /// Writes the datagram header and the fixed fields for `data_len` bytes of
+    /// data that the caller sends from elsewhere (the mapped stream file), so the
+    /// data is never copied. `self.data` is ignored.
+    pub fn emit_header(
+        &self,
+        session: u32,
+        data_len: usize,
+        out: &mut [u8; READ_REPLY_HEADER_LEN],
+    ) {
+        HeaderRepr {
+            message_type: MessageType::ReadReply,
+            length: (READ_REPLY_HEADER_LEN + data_len) as u16,
+            session,
+        }
+        .emit(out);
+        self.emit_fixed(&mut out[HEADER_LEN..]);
     }
 }

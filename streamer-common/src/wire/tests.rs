@@ -213,3 +213,25 @@ fn data_view_matches_repr_and_header_emit() {
         (3, 1, 2, 300, &payload[..])
     );
 }
+
+#[test]
+fn read_reply_header_emit_matches_a_whole_emit() {
+    let data = [7u8; 300];
+    let repr = ReadReplyRepr {
+        tag: 0xdead_beef,
+        status: ReadStatus::Ok,
+        block: 41,
+        offset: 1400,
+        data: &data,
+    };
+    let mut hdr = [0u8; READ_REPLY_HEADER_LEN];
+    repr.emit_header(5, data.len(), &mut hdr);
+    let mut whole = [0u8; READ_REPLY_HEADER_LEN + 300];
+    whole[..READ_REPLY_HEADER_LEN].copy_from_slice(&hdr);
+    whole[READ_REPLY_HEADER_LEN..].copy_from_slice(&data);
+    let (s, m) = Message::parse(&whole).unwrap();
+    assert_eq!((s, m), (5, Message::ReadReply(repr)));
+    let mut again = [0u8; READ_REPLY_HEADER_LEN + 300];
+    let n = Message::ReadReply(repr).emit(5, &mut again).unwrap();
+    assert_eq!(&again[..n], &whole[..]);
+}

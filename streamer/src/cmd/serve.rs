@@ -29,6 +29,14 @@ pub(crate) struct Args {
     /// Do not load XDP on --iface (serve on plain sockets only).
     #[arg(long)]
     no_xdp: bool,
+    /// XDP's limit on control packets per second from one source address
+    /// (JOIN, ACK, NAK, DONE, LEAVE; a READ costs 1/16 of one); 0 lifts it.
+    #[arg(long, default_value_t = streamer::xdp::DEFAULT_CONTROL_RATE_PPS, value_name = "PPS")]
+    control_rate: u32,
+    /// How many control packets one source may send at once before
+    /// --control-rate applies.
+    #[arg(long, default_value_t = streamer::xdp::DEFAULT_CONTROL_BURST, value_name = "PACKETS")]
+    control_burst: u32,
     /// Control address to listen on: the appliance's address on the boot
     /// network (ADDR or ADDR:PORT, default port 7077). 0.0.0.0 listens on every
     /// address and sends the groups by the routing table.
@@ -193,9 +201,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         metrics: args.metrics,
         iface: args.iface,
         no_xdp: args.no_xdp,
+        control_limit: (args.control_rate, args.control_burst),
         socket_buffer: args.socket_buffer,
         data_plane: args.data_plane,
     };
+    anyhow::ensure!(
+        args.control_rate == 0 || args.control_burst > 0,
+        "--control-burst must be at least 1 when --control-rate is not 0"
+    );
     let _ = args.config; // read by `config::expand` before parsing
     let stop = driver::stop_on_signals();
     let reports = driver::serve(&opts, stop)?;

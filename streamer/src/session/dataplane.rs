@@ -67,8 +67,10 @@ impl std::fmt::Display for Mode {
 pub struct Packet {
     /// Where it goes.
     pub dest: SocketAddrV4,
-    /// The DATA header, as the engine wrote it.
+    /// The header, as the engine wrote it: DATA's, or a READ_REPLY's (shorter).
     pub header: [u8; DATA_HEADER_LEN],
+    /// Bytes of `header` in use.
+    pub header_len: u8,
     /// Index of the stream file in the plane's list.
     pub file: u16,
     /// Payload offset in the stream file.
@@ -79,7 +81,7 @@ pub struct Packet {
 
 impl Packet {
     fn datagram_len(&self) -> usize {
-        DATA_HEADER_LEN + self.len as usize
+        usize::from(self.header_len) + self.len as usize
     }
 }
 
@@ -363,7 +365,7 @@ impl Scratch {
                 .unwrap_or(&[]);
             self.iovecs[2 * k] = libc::iovec {
                 iov_base: p.header.as_ptr() as *mut libc::c_void,
-                iov_len: DATA_HEADER_LEN,
+                iov_len: usize::from(p.header_len).min(DATA_HEADER_LEN),
             };
             self.iovecs[2 * k + 1] = libc::iovec {
                 iov_base: payload.as_ptr() as *mut libc::c_void,
@@ -504,6 +506,7 @@ mod tests {
         Packet {
             dest: SocketAddrV4::new(Ipv4Addr::new(239, 77, 0, dest), 7078),
             header: [0; DATA_HEADER_LEN],
+            header_len: DATA_HEADER_LEN as u8,
             file: 0,
             offset: 0,
             len,

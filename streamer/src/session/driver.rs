@@ -10,7 +10,6 @@ use super::{ClientState, Config, Engine, Event, ImageSpec, SessionReport, Sessio
 use crate::metrics::Metrics;
 use crate::stream_file::StreamFile;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::unix::net::UnixDatagram;
@@ -20,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use streamer_common::stream_file::HEADER_LEN;
 use streamer_common::time::Instant;
-use streamer_common::wire::{DATA_HEADER_LEN, MAX_DATAGRAM};
+use streamer_common::wire::{MessageType, DATA_HEADER_LEN, MAX_DATAGRAM};
 
 /// Why serving failed. Each names what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +88,8 @@ pub struct ServeOptions {
     pub iface: Option<String>,
     /// Do not load XDP on the boot interface.
     pub no_xdp: bool,
+    /// XDP's per-source control limit: packets per second (0: none) and burst.
+    pub control_limit: (u32, u32),
     /// Socket buffer size asked for the control socket, both directions.
     pub socket_buffer: usize,
     /// The best data-plane mode to use (a lesser one if the kernel lacks it).
@@ -150,6 +151,7 @@ fn open_images(opts: &ServeOptions) -> Result<(Vec<ImageSpec>, Vec<StreamFile>),
             file_len: f.as_bytes().len() as u64,
             group,
             data_port: opts.data_port,
+            blocks: crate::session::BlockIndex::new(f.header(), f.extents()),
         });
         files.push(f);
     }
@@ -220,7 +222,16 @@ pub fn serve(opts: &ServeOptions, stop: &AtomicBool) -> Result<Vec<SessionReport
     let bind = SocketAddrV4::new(net.bind, opts.bind.port());
     let sock = control_socket(opts, bind)?;
     let mut steer = match (&net.iface, opts.no_xdp) {
-        (Some(iface), false) => attach_xdp(iface),
+        (Some(iface), false) => attach_xdp(iface).and_then(|mut st| {
+            let (rate, burst) = opts.control_limit;
+            match st.set_limits(rate, burst) {
+                Ok(()) => Some(st),
+                Err(e) => {
+                    eprintln!("streamer: XDP not used: {e}");
+                    None
+                }
+            }
+        }),
         (None, false) => {
             eprintln!("streamer: XDP not loaded: no boot interface (give --iface, or --bind with its address)");
             None
@@ -273,7 +284,6 @@ pub fn serve(opts: &ServeOptions, stop: &AtomicBool) -> Result<Vec<SessionReport
     let mut next_render = std::time::Instant::now();
     let mut engine = Engine::new(opts.config.clone(), specs);
     let clock = Clock(std::time::Instant::now());
-    let mut session_file: HashMap<u32, usize> = HashMap::new();
     let mut reports = Vec::new();
     let mut rx = vec![0u8; MAX_DATAGRAM];
     let mut tx = vec![0u8; MAX_DATAGRAM];
@@ -360,26 +370,42 @@ pub fn serve(opts: &ServeOptions, stop: &AtomicBool) -> Result<Vec<SessionReport
                 }
                 continue;
             };
-            let fi = match session_file.get(&t.session) {
-                Some(&fi) => fi,
-                None => {
-                    let Some(fi) = engine
-                        .session_image(t.session)
-                        .and_then(|name| opts.images.iter().position(|(n, _)| n == name))
-                    else {
-                        continue;
-                    };
-                    session_file.insert(t.session, fi);
-                    fi
+            // A READ reply is what a booting machine waits for: send it from
+            // here, not behind the DATA queued for the data thread (which
+            // takes it only if the socket buffer is full).
+            if tx.get(3) == Some(&(MessageType::ReadReply as u8)) {
+                let data = files.get(t.image).and_then(|f| {
+                    f.as_bytes()
+                        .get(p.offset as usize..p.offset as usize + p.len)
+                });
+                if let Some(data) = data {
+                    let iov = [io::IoSlice::new(&tx[..t.len]), io::IoSlice::new(data)];
+                    match sock.send_to_vectored_with_flags(
+                        &iov,
+                        &SockAddr::from(t.dest),
+                        libc::MSG_DONTWAIT,
+                    ) {
+                        Ok(_) => continue,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => {
+                            if opts.verbose {
+                                eprintln!("streamer: send to {} failed: {e}", t.dest);
+                            }
+                            continue;
+                        }
+                    }
                 }
-            };
-            let Ok(header) = <[u8; DATA_HEADER_LEN]>::try_from(&tx[..t.len]) else {
+            }
+            let mut header = [0u8; DATA_HEADER_LEN];
+            let Some(h) = header.get_mut(..t.len) else {
                 continue;
             };
+            h.copy_from_slice(&tx[..t.len]);
             let packet = Packet {
                 dest: t.dest,
                 header,
-                file: fi as u16,
+                header_len: t.len as u8,
+                file: t.image as u16,
                 offset: p.offset,
                 len: p.len as u32,
             };
@@ -399,6 +425,7 @@ pub fn serve(opts: &ServeOptions, stop: &AtomicBool) -> Result<Vec<SessionReport
                 .filter(|s| !s.complete)
                 .map(|s| &s.report.stats)
                 .collect();
+            metrics.reads = engine.read_stats().clone();
             let mut text = metrics.render(&live, &engine.input);
             let live_snaps: Vec<SessionSnapshot> =
                 snaps.into_iter().filter(|s| !s.complete).collect();

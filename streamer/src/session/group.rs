@@ -171,7 +171,7 @@ impl Session {
         addr: SocketAddrV4,
         capacity: u64,
         events: &mut VecDeque<Event>,
-    ) {
+    ) -> u32 {
         let member = match self.registry.by_client(client_id) {
             Some(m) if self.registry.get(m).is_some_and(|m| m.addr == addr) => m,
             _ => {
@@ -199,6 +199,7 @@ impl Session {
                 self.next_welcome = self.next_welcome.min(m.welcome_again);
             }
         }
+        member
     }
 
     /// Starts once `min_clients` members confirmed their WELCOME.

@@ -36,10 +36,12 @@ pub mod driver;
 mod group;
 pub mod ranges;
 mod rate;
+pub mod reads;
 mod registry;
 mod repair;
 
 pub use group::Phase;
+pub use reads::{BlockIndex, ReadStats};
 pub use registry::EvictReason;
 
 use core::time::Duration;
@@ -137,6 +139,8 @@ pub struct ImageSpec {
     pub group: Ipv4Addr,
     /// The group's UDP port.
     pub data_port: u16,
+    /// Where each image block lies in the stream file (for on-demand READ).
+    pub blocks: BlockIndex,
 }
 
 /// Where a DATA payload comes from: a byte range of the session's stream file.
@@ -151,8 +155,11 @@ pub struct Payload {
 /// One datagram to send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit {
-    /// The session it belongs to (whose stream file `payload` refers to).
+    /// The session it belongs to (0 for an ERROR to a stranger).
     pub session: u32,
+    /// The index of the image (in the list given to [`Engine::new`]) whose stream
+    /// file `payload` refers to.
+    pub image: usize,
     /// The destination: the group or one member.
     pub dest: SocketAddrV4,
     /// Whether `dest` is the session's multicast group.
@@ -231,6 +238,8 @@ pub enum Sample {
     AckRoundTrip(Duration),
     /// The first NAK for a packet → its repair sent.
     Repair(Duration),
+    /// A READ received → its last reply datagram handed to the driver.
+    Read(Duration),
 }
 
 /// What a finished session did.
@@ -440,6 +449,7 @@ pub struct Engine {
     events: VecDeque<Event>,
     errors: VecDeque<(SocketAddrV4, ErrorCode, String)>,
     rr: usize,
+    reads: reads::ReadService,
     /// Input counters.
     pub input: InputStats,
 }
@@ -455,6 +465,7 @@ impl Engine {
             events: VecDeque::new(),
             errors: VecDeque::new(),
             rr: 0,
+            reads: reads::ReadService::default(),
             input: InputStats::default(),
         }
     }
@@ -499,13 +510,9 @@ impl Engine {
                     }
                 }
             }
-            Message::Read(_) => {
+            Message::Read(r) => {
                 self.input.accepted += 1;
-                self.errors.push_back((
-                    from,
-                    ErrorCode::Unavailable,
-                    "on-demand READ is not served by this appliance version".into(),
-                ));
+                self.reads.on_read(now, session, from, &r);
             }
             _ => self.input.unexpected += 1,
         }
@@ -549,11 +556,18 @@ impl Engine {
                 let id = self.next_session;
                 self.next_session = self.next_session.wrapping_add(1).max(1);
                 self.sessions
-                    .push(Session::new(id, img, self.cfg.clone(), now));
+                    .push(Session::new(id, img.clone(), self.cfg.clone(), now));
                 self.sessions.len() - 1
             }
         };
-        self.sessions[idx].join(now, client_id, from, capacity, &mut self.events);
+        let member = self.sessions[idx].join(now, client_id, from, capacity, &mut self.events);
+        let session = self.sessions[idx].id;
+        let index = self
+            .images
+            .iter()
+            .position(|x| Arc::ptr_eq(x, &img))
+            .unwrap_or(0);
+        self.reads.register(now, session, member, from, &img, index);
     }
 
     /// Ends the invitation period of every inviting session for `image` (all
@@ -579,10 +593,15 @@ impl Engine {
 
     /// The earliest time [`Self::handle_timeout`] or [`Self::poll_transmit`] has work.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.sessions
+        let t = self
+            .sessions
             .iter_mut()
             .filter_map(Session::poll_timeout)
-            .min()
+            .min();
+        if self.reads.has_work() {
+            return Some(Instant::ZERO);
+        }
+        t
     }
 
     /// The next datagram to send now, written into `buf` (at least 1500 bytes; a
@@ -595,6 +614,7 @@ impl Engine {
                 .ok()?;
             return Some(Transmit {
                 session: 0,
+                image: 0,
                 dest,
                 multicast: false,
                 len,
@@ -605,12 +625,26 @@ impl Engine {
             if let Some((dest, multicast, len)) = s.poll_control(buf) {
                 return Some(Transmit {
                     session: s.id,
+                    image: 0,
                     dest,
                     multicast,
                     len,
                     payload: None,
                 });
             }
+        }
+        // On-demand reads before DATA: a booting machine waits for them.
+        if let Some((session, image, dest, len, payload)) =
+            self.reads.poll(now, self.cfg.payload, buf)
+        {
+            return Some(Transmit {
+                session,
+                image,
+                dest,
+                multicast: false,
+                len,
+                payload,
+            });
         }
         let n = self.sessions.len();
         let header: &mut [u8; DATA_HEADER_LEN] = buf.get_mut(..DATA_HEADER_LEN)?.try_into().ok()?;
@@ -619,8 +653,14 @@ impl Engine {
             let s = &mut self.sessions[i];
             if let Some((dest, multicast, payload)) = s.poll_data(now, header) {
                 self.rr = (i + 1) % n;
+                let image = self
+                    .images
+                    .iter()
+                    .position(|x| Arc::ptr_eq(x, &s.image))
+                    .unwrap_or(0);
                 return Some(Transmit {
                     session: s.id,
+                    image,
                     dest,
                     multicast,
                     len: DATA_HEADER_LEN,
@@ -675,6 +715,20 @@ impl Engine {
                 .drain(..)
                 .for_each(|d| f(Sample::Repair(d)));
         }
+        self.reads
+            .latencies
+            .drain(..)
+            .for_each(|d| f(Sample::Read(d)));
+    }
+
+    /// Counters of the on-demand READ service.
+    pub fn read_stats(&self) -> &ReadStats {
+        &self.reads.stats
+    }
+
+    /// Whether replies to READs wait to be sent (they are not paced: send now).
+    pub fn reads_pending(&self) -> bool {
+        self.reads.has_work()
     }
 
     /// Whether no session is left.
