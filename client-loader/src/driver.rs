@@ -2,15 +2,20 @@
 //! appliance (JOIN, ACK, NAK, DONE and their unicast answers) and a group socket
 //! that receives the session's multicast, both waited on with `poll`.
 
+use crate::export::{ClientBase, FetchQueue, Slot};
 use crate::image;
 use crate::image::FileCache;
-use crate::receiver::{self, Receiver, ReceiverEvent, ReceiverStats, Via};
+use crate::receiver::{self, ReadEvent, Receiver, ReceiverEvent, ReceiverStats, Via};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 use streamer_common::time::Instant;
 use streamer_common::wire::MAX_DATAGRAM;
@@ -30,6 +35,130 @@ pub struct Options {
     pub progress: bool,
     /// Draw a progress bar on stderr (only sensible on a terminal).
     pub bar: bool,
+    /// Export the image as a disk while it streams, and keep serving after.
+    pub export: Option<Export>,
+}
+
+/// Where and how the image is exported.
+#[derive(Debug, Clone)]
+pub struct Export {
+    /// The NBD listener.
+    pub listen: streamer_nbd::Listen,
+    /// The export's name (clients asking for "" get it too).
+    pub name: String,
+    /// An on-demand fetch fails (EIO to the NBD client) after this long.
+    pub fetch_timeout: Duration,
+    /// Bytes of writes the RAM overlay holds at most (ENOSPC beyond).
+    pub overlay_limit: u64,
+}
+
+/// A running export: the server thread and the fetches it asked for.
+struct Exporting {
+    queue: Arc<FetchQueue>,
+    wake: UnixDatagram,
+    stop: Arc<AtomicBool>,
+    server: JoinHandle<io::Result<streamer_nbd::ServeReport>>,
+    pending: HashMap<u32, Arc<Slot>>,
+}
+
+impl Exporting {
+    fn start(opts: &Export, view: image::CacheView, image: &str) -> Result<Exporting, RunError> {
+        let (queue, wake) =
+            FetchQueue::new().map_err(sockerr("creating the export's wake-up socket"))?;
+        let bs = u32::try_from(view.block_size())
+            .ok()
+            .filter(|b| b.is_power_of_two() && (512..=1 << 20).contains(b))
+            .unwrap_or(4096);
+        let base = ClientBase::new(view, queue.clone(), opts.fetch_timeout);
+        let disk = streamer_nbd::CowDisk::new(base, bs).with_memory_limit(opts.overlay_limit);
+        let cfg = streamer_nbd::Config {
+            name: opts.name.clone(),
+            description: format!("streamer image {image:?} (writes stay in this machine's RAM)"),
+            block_size: bs,
+            ..Default::default()
+        };
+        let server = streamer_nbd::Server::bind(&opts.listen, Arc::new(disk), cfg)
+            .map_err(sockerr("starting the NBD export"))?;
+        eprintln!(
+            "client-loader: exporting the image over NBD at {} (reads of blocks not yet streamed are fetched at once; writes stay in RAM)",
+            server.local_addr()
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let server = std::thread::Builder::new()
+            .name("nbd".into())
+            .spawn(move || server.serve(s2))
+            .map_err(sockerr("starting the NBD thread"))?;
+        Ok(Exporting {
+            queue,
+            wake,
+            stop,
+            server,
+            pending: HashMap::new(),
+        })
+    }
+
+    /// Turns queued fetches into READs.
+    fn submit(&mut self, rx: &mut Receiver<FileCache>, now: Instant) {
+        let mut b = [0u8; 64];
+        while self.wake.recv(&mut b).is_ok() {}
+        for req in self.queue.take() {
+            match rx.read(now, req.block, req.count) {
+                Ok(tag) => {
+                    self.pending.insert(tag, req.slot);
+                }
+                Err(e) => req.slot.fill(Err(e.to_string())),
+            }
+        }
+    }
+
+    /// Answers the export's waiting reads: takes READ replies off the control
+    /// socket, hands out what completed, asks for what was queued. Called
+    /// between receives from the group too, so a read does not wait behind a
+    /// long queue of DATA.
+    fn service(
+        &mut self,
+        rx: &mut Receiver<FileCache>,
+        ctl: &UdpSocket,
+        buf: &mut [u8],
+        now: Instant,
+    ) {
+        self.submit(rx, now);
+        if !self.pending.is_empty() {
+            while let Ok(n) = ctl.recv(buf) {
+                rx.handle_packet(now, Via::Appliance, &buf[..n]);
+            }
+        }
+        while let Some(ev) = rx.poll_read_event() {
+            let (tag, answer) = match ev {
+                ReadEvent::Done { tag, data, .. } => (tag, Ok(data)),
+                ReadEvent::Failed { tag, reason } => (tag, Err(reason)),
+            };
+            if let Some(slot) = self.pending.remove(&tag) {
+                slot.fill(answer);
+            }
+        }
+        flush(rx, ctl, buf);
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let stopping = || Err("client-loader is stopping".to_string());
+        for (_, slot) in self.pending {
+            slot.fill(stopping());
+        }
+        for req in self.queue.take() {
+            req.slot.fill(stopping());
+        }
+        match self.server.join() {
+            Ok(Ok(r)) => eprintln!(
+                "client-loader: export stopped: {} connections, {} requests, {} errors",
+                r.connections, r.requests, r.errors
+            ),
+            Ok(Err(e)) => eprintln!("client-loader: export stopped with an error: {e}"),
+            Err(_) => eprintln!("client-loader: the export's thread panicked"),
+        }
+    }
 }
 
 /// How a run ended well.
@@ -115,6 +244,9 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report, RunError> {
     ctl.connect(opts.server)
         .map_err(sockerr("addressing the appliance (no route?)"))?;
     ctl.set_nonblocking(true).map_err(sockerr("O_NONBLOCK"))?;
+    // Room for a burst of on-demand READ replies and unicast repairs (the
+    // kernel caps it at net.core.rmem_max).
+    let _ = socket2::SockRef::from(&ctl).set_recv_buffer_size(4 << 20);
     let iface = match opts.interface {
         Some(a) => a,
         None => match ctl.local_addr() {
@@ -130,15 +262,34 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report, RunError> {
     let mut gro_buf = vec![0u8; GRO_BUF];
     let mut evicted = false;
     let mut bar = opts.bar.then(crate::progress::Bar::new);
+    let mut exporting: Option<Exporting> = None;
+    let mut finished: Option<bool> = None;
     rx.start(now());
     loop {
         if stop.load(Ordering::Relaxed) {
             if let Some(bar) = &mut bar {
                 bar.clear();
             }
+            if let Some(x) = exporting.take() {
+                x.stop();
+            }
+            if let Some(acknowledged) = finished {
+                // Exporting after the stream: the image is whole; keep it.
+                rx.cache_mut().finish()?;
+                return Ok(Report {
+                    elapsed: t0.elapsed(),
+                    image_bytes: rx.header().map_or(0, |h| h.image_size),
+                    acknowledged,
+                    evicted,
+                    stats: rx.stats.clone(),
+                });
+            }
             rx.leave(true);
             flush(&mut rx, &ctl, &mut buf);
             return Err(RunError::Interrupted);
+        }
+        if let Some(x) = &mut exporting {
+            x.service(&mut rx, &ctl, &mut buf, now());
         }
         while let Some(ev) = rx.poll_event() {
             match ev {
@@ -165,11 +316,32 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report, RunError> {
                     }
                     eprintln!("client-loader: {why}");
                 }
+                ReceiverEvent::ManifestVerified => {
+                    if let (Some(e), Some(view)) = (&opts.export, rx.cache().view()) {
+                        exporting = Some(Exporting::start(e, view, &opts.receiver.image)?);
+                    }
+                }
                 ReceiverEvent::Complete => {
                     if let Some(bar) = &mut bar {
                         bar.clear();
                     }
-                    rx.cache_mut().finish()?;
+                    // An export reads the mapping: the file is finished when it stops.
+                    if exporting.is_none() {
+                        rx.cache_mut().finish()?;
+                    }
+                }
+                ReceiverEvent::Finished { acknowledged } if exporting.is_some() => {
+                    flush(&mut rx, &ctl, &mut buf);
+                    // Printed with --quiet too: with an export, this is the
+                    // transfer's final line.
+                    if finished.is_none() {
+                        eprintln!(
+                            "client-loader: every block received and verified in {:.3}s; still exporting (SIGTERM or SIGINT stops it and keeps {})",
+                            t0.elapsed().as_secs_f64(),
+                            opts.output.display()
+                        );
+                    }
+                    finished = Some(acknowledged);
                 }
                 ReceiverEvent::Finished { acknowledged } => {
                     flush(&mut rx, &ctl, &mut buf);
@@ -185,6 +357,9 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report, RunError> {
                     if let Some(bar) = &mut bar {
                         bar.clear();
                     }
+                    if let Some(x) = exporting.take() {
+                        x.stop();
+                    }
                     rx.leave(true);
                     flush(&mut rx, &ctl, &mut buf);
                     return Err(e.into());
@@ -199,7 +374,10 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report, RunError> {
         let wait = rx
             .poll_timeout()
             .map_or(Duration::from_millis(50), |t| t.saturating_since(now()));
-        wait_readable(&ctl, group.as_ref(), wait.min(Duration::from_millis(50)));
+        let mut fds = vec![ctl.as_fd()];
+        fds.extend(group.as_ref().map(|g| g.as_fd()));
+        fds.extend(exporting.as_ref().map(|x| x.wake.as_fd()));
+        wait_readable(&fds, wait.min(Duration::from_millis(50)));
         // At most DRAIN receive calls per socket before answering: a designated
         // ACK must not wait behind a long queue of DATA.
         for _ in 0..DRAIN {
@@ -227,7 +405,13 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report, RunError> {
                     Err(_) => break,
                 }
                 flush(&mut rx, &ctl, &mut buf);
+                if let Some(x) = &mut exporting {
+                    x.service(&mut rx, &ctl, &mut buf, now());
+                }
             }
+        }
+        if let Some(x) = &mut exporting {
+            x.service(&mut rx, &ctl, &mut buf, now());
         }
         let t = now();
         if rx.poll_timeout().is_some_and(|d| d <= t) {
@@ -287,12 +471,12 @@ fn flush(rx: &mut Receiver<FileCache>, ctl: &UdpSocket, buf: &mut [u8]) {
     }
 }
 
-fn wait_readable(a: &UdpSocket, b: Option<&UdpSocket>, wait: Duration) {
+fn wait_readable(fds: &[BorrowedFd<'_>], wait: Duration) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let mut fds = vec![PollFd::new(a.as_fd(), PollFlags::POLLIN)];
-    if let Some(b) = b {
-        fds.push(PollFd::new(b.as_fd(), PollFlags::POLLIN));
-    }
+    let mut fds: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|&fd| PollFd::new(fd, PollFlags::POLLIN))
+        .collect();
     let ms = wait.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
     let _ = poll(
         &mut fds,

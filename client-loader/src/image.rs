@@ -13,13 +13,76 @@
 //! when it does (in order, the manifest comes first, so that is rare).
 
 use crate::receiver::Cache;
-use memmap2::MmapMut;
+use memmap2::MmapRaw;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use streamer_common::stream_file::StreamHeader;
+
+/// The image's mapping as other threads (the NBD export) see it: only blocks
+/// marked verified are read, and the receiver never writes a verified block
+/// again, so readers and the writer never touch the same bytes at once.
+#[derive(Debug, Clone)]
+pub struct CacheView {
+    map: Arc<MmapRaw>,
+    /// One bit per image block: verified and final.
+    verified: Arc<[AtomicU64]>,
+    block_size: u64,
+    image_size: u64,
+}
+
+impl CacheView {
+    /// Bytes per block.
+    pub fn block_size(&self) -> u64 {
+        self.block_size
+    }
+
+    /// The image's size in bytes.
+    pub fn image_size(&self) -> u64 {
+        self.image_size
+    }
+
+    /// Whether image block `block` is verified in the cache.
+    pub fn has(&self, block: u64) -> bool {
+        let Some(w) = self.verified.get((block / 64) as usize) else {
+            return false;
+        };
+        w.load(Ordering::Acquire) & (1 << (block % 64)) != 0
+    }
+
+    fn mark(&self, block: u64) {
+        if let Some(w) = self.verified.get((block / 64) as usize) {
+            w.fetch_or(1 << (block % 64), Ordering::Release);
+        }
+    }
+
+    /// Copies `dst.len()` bytes of image block `block` from `within` into `dst`,
+    /// if the block is verified. `within + dst.len()` must not pass the block.
+    pub fn read(&self, block: u64, within: u64, dst: &mut [u8]) -> bool {
+        if !self.has(block) || within + dst.len() as u64 > self.block_size {
+            return false;
+        }
+        let at = block * self.block_size + within;
+        if at + dst.len() as u64 > self.map.len() as u64 {
+            return false;
+        }
+        // SAFETY: in bounds of the mapping (checked above), which the Arc keeps
+        // alive; the block is verified, so the receiver no longer writes it (the
+        // Acquire load in `has` pairs with the Release after its last write).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.map.as_ptr().add(at as usize),
+                dst.as_mut_ptr(),
+                dst.len(),
+            );
+        }
+        true
+    }
+}
 
 /// Why the image could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +118,8 @@ pub struct FileCache {
     output: PathBuf,
     tmp: PathBuf,
     file: Option<File>,
-    map: Option<MmapMut>,
+    map: Option<Arc<MmapRaw>>,
+    view: Option<CacheView>,
     /// Stream bytes before the data region.
     head: Vec<u8>,
     data_offset: u64,
@@ -77,6 +141,7 @@ impl FileCache {
             tmp: temp_path(output),
             file: None,
             map: None,
+            view: None,
             head: Vec::new(),
             data_offset: 0,
             block_size: 1,
@@ -93,6 +158,36 @@ impl FileCache {
         usize::try_from(image_block * self.block_size).ok()
     }
 
+    /// The mapping as other threads may read it (after the stream header came).
+    pub fn view(&self) -> Option<CacheView> {
+        self.view.clone()
+    }
+
+    /// Copies `data` into the mapping at `at`, if in bounds.
+    fn put(&mut self, at: usize, data: &[u8]) {
+        let Some(map) = &self.map else { return };
+        if at.checked_add(data.len()).is_none_or(|e| e > map.len()) {
+            return;
+        }
+        // SAFETY: in bounds (checked above) of a mapping this cache owns; only
+        // this thread writes, and never to a verified block (the verifier skips
+        // them), which is all other threads read.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), map.as_mut_ptr().add(at), data.len());
+        }
+    }
+
+    /// The mapping's bytes `at..at + len`, if in bounds.
+    fn get(&self, at: usize, len: usize) -> Option<&[u8]> {
+        let map = self.map.as_ref()?;
+        if at.checked_add(len)? > map.len() {
+            return None;
+        }
+        // SAFETY: in bounds; the bytes are written only by this cache through
+        // `&mut self`, so none change while this borrow of `self` lives.
+        Some(unsafe { std::slice::from_raw_parts(map.as_ptr().add(at), len) })
+    }
+
     /// Syncs the image, cuts it to its true size and renames it over the output
     /// name. Call once every block verified.
     pub fn finish(&mut self) -> Result<(), WriteError> {
@@ -104,6 +199,16 @@ impl FileCache {
             return Err(WriteError::Empty);
         };
         map.flush().map_err(io("cannot write", &self.tmp))?;
+        // The export's view must be gone: the file is cut below.
+        self.view = None;
+        if Arc::strong_count(&map) > 1 {
+            self.map = Some(map);
+            return Err(WriteError::Io {
+                what: "still exported, cannot finish",
+                path: self.tmp.clone(),
+                source: io::Error::from(io::ErrorKind::ResourceBusy),
+            });
+        }
         drop(map);
         file.set_len(self.image_size)
             .map_err(io("cannot size", &self.tmp))?;
@@ -160,8 +265,18 @@ impl Cache for FileCache {
         // SAFETY: the file is ours (created exclusively above, under a name no
         // one else uses), sized to `len`, and is neither truncated nor resized
         // while mapped; `finish` drops the mapping before cutting it.
-        let map = unsafe { MmapMut::map_mut(file) }
-            .map_err(|e| format!("cannot map {}: {e}", self.tmp.display()))?;
+        let map = Arc::new(
+            MmapRaw::map_raw(file)
+                .map_err(|e| format!("cannot map {}: {e}", self.tmp.display()))?,
+        );
+        self.view = Some(CacheView {
+            map: map.clone(),
+            verified: (0..blocks.div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            block_size: bs,
+            image_size: h.image_size,
+        });
         self.map = Some(map);
         self.head = vec![0; head];
         self.data_offset = h.data_offset;
@@ -172,13 +287,16 @@ impl Cache for FileCache {
 
     fn set_order(&mut self, order: &[u64]) {
         self.order = order.to_vec();
-        let bs = self.block_size as usize;
         for (b, bytes) in std::mem::take(&mut self.early) {
-            if let (Some(at), Some(map)) = (self.slot(b), self.map.as_mut()) {
-                if let Some(dst) = map.get_mut(at..at + bs) {
-                    dst.copy_from_slice(&bytes);
-                }
+            if let Some(at) = self.slot(b) {
+                self.put(at, &bytes);
             }
+        }
+    }
+
+    fn verified(&mut self, block: u64) {
+        if let (Some(v), Some(&image_block)) = (&self.view, self.order.get(block as usize)) {
+            v.mark(image_block);
         }
     }
 
@@ -197,13 +315,9 @@ impl Cache for FileCache {
         if within + data.len() > bs {
             return;
         }
-        match (self.slot(b), self.map.as_mut()) {
-            (Some(at), Some(map)) => {
-                if let Some(dst) = map.get_mut(at + within..at + within + data.len()) {
-                    dst.copy_from_slice(data);
-                }
-            }
-            _ => {
+        match self.slot(b).filter(|_| self.map.is_some()) {
+            Some(at) => self.put(at + within, data),
+            None => {
                 let block = self
                     .early
                     .entry(b)
@@ -223,9 +337,9 @@ impl Cache for FileCache {
         if within + len > self.block_size as usize {
             return &[];
         }
-        match (self.slot(b), self.map.as_ref()) {
-            (Some(at), Some(map)) => map.get(at + within..at + within + len).unwrap_or(&[]),
-            _ => self
+        match self.slot(b).filter(|_| self.map.is_some()) {
+            Some(at) => self.get(at + within, len).unwrap_or(&[]),
+            None => self
                 .early
                 .get(&b)
                 .and_then(|blk| blk.get(within..within + len))

@@ -7,6 +7,7 @@
 //! together for the initramfs.
 
 pub mod driver;
+pub mod export;
 pub mod image;
 pub mod progress;
 pub mod receiver;

@@ -10,7 +10,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-const EXIT_HELP: &str = "Exit status:
+const EXIT_HELP: &str = "With --export, the image is served as a disk (NBD) as soon as the
+stream's manifest has verified: reads of blocks not yet received are fetched
+from the appliance at once, writes stay in this machine's RAM. The export
+runs until SIGTERM or SIGINT; the image is kept under --output if it was
+complete by then. Examples:
+  client-loader --server 10.77.0.1 -o /run/disk.img --export nbd:/run/disk.sock
+  nbd-client -unix /run/disk.sock /dev/nbd0 -N rootfs
+
+Exit status:
   0  the image was received, every block verified, and written under --output
   1  the transfer failed (appliance refused, went silent, or data kept failing
      verification); nothing is left under --output
@@ -48,6 +56,17 @@ struct Args {
     /// bar; the bar is drawn only when stderr is a terminal anyway).
     #[arg(long, short)]
     quiet: bool,
+    /// Serve the image as a disk while it streams: nbd:/PATH (a unix socket)
+    /// or nbd:HOST:PORT (TCP). See below.
+    #[arg(long, value_name = "nbd:PATH|nbd:HOST:PORT")]
+    export: Option<String>,
+    /// The export's name (NBD clients asking for the default export get it too).
+    #[arg(long, default_value = "streamer")]
+    export_name: String,
+    /// MiB of writes the export keeps in RAM at most; writes beyond fail with
+    /// ENOSPC (the disk is full to the OS), nothing is lost that was accepted.
+    #[arg(long, default_value_t = 1024, value_name = "MIB")]
+    overlay_mib: u64,
 }
 
 fn client_id() -> u64 {
@@ -75,6 +94,19 @@ fn main() -> ExitCode {
             }
         },
     };
+    let export = match args.export.as_deref().map(streamer_nbd::Listen::parse) {
+        None => None,
+        Some(Ok(listen)) => Some(driver::Export {
+            listen,
+            name: args.export_name.clone(),
+            fetch_timeout: Duration::from_secs(11),
+            overlay_limit: args.overlay_mib.saturating_mul(1 << 20),
+        }),
+        Some(Err(e)) => {
+            eprintln!("client-loader: --export: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let cid = args.client_id.unwrap_or_else(client_id);
     let opts = Options {
         server,
@@ -90,6 +122,7 @@ fn main() -> ExitCode {
         interface: args.interface,
         progress: !args.quiet,
         bar: !args.quiet && std::io::stderr().is_terminal(),
+        export,
     };
     let stop = driver::stop_on_signals();
     match driver::run(&opts, stop) {

@@ -16,6 +16,8 @@ pub trait Cache {
     /// The image block of each stream block, once the manifest verified; data
     /// blocks written before may move. Reads of data blocks come only after.
     fn set_order(&mut self, _order: &[u64]) {}
+    /// Stream block `block` verified: its bytes are final (never written again).
+    fn verified(&mut self, _block: u64) {}
     /// Stores `data` at `offset`.
     fn write(&mut self, offset: u64, data: &[u8]);
     /// The bytes at `offset..offset+len` (all written before the call).

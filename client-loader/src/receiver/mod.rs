@@ -40,7 +40,7 @@ use streamer_common::stream_file::{FileFlags, StreamHeader};
 use streamer_common::time::Instant;
 use streamer_common::wire::{
     AckFlags, AckRepr, DataFlags, DoneRepr, ErrorCode, JoinRepr, LeaveReason, LeaveRepr, Message,
-    NakRepr, MAX_NAK_RANGES, NO_ACKER,
+    NakRepr, ReadReplyRepr, ReadRepr, ReadStatus, MAX_NAK_RANGES, MAX_READ_BLOCKS, NO_ACKER,
 };
 use verify::Verifier;
 
@@ -74,6 +74,10 @@ pub struct Config {
     pub silence_timeout: Duration,
     /// Minimum spacing of out-of-turn ACKs.
     pub out_of_turn_interval: Duration,
+    /// An on-demand READ not wholly answered is asked again after this long.
+    pub read_retry: Duration,
+    /// An on-demand READ fails after this long without a whole answer.
+    pub read_timeout: Duration,
 }
 
 impl Default for Config {
@@ -92,6 +96,8 @@ impl Default for Config {
             done_retries: 10,
             silence_timeout: Duration::from_secs(10),
             out_of_turn_interval: Duration::from_millis(20),
+            read_retry: Duration::from_millis(20),
+            read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -140,6 +146,9 @@ pub enum ReceiverEvent {
     },
     /// The appliance took this client out of the group's pacing.
     Evicted(String),
+    /// The manifest verified: block hashes are known, on-demand reads can be
+    /// checked (an export can start serving).
+    ManifestVerified,
     /// Every block received and verified; DONE is being sent.
     Complete,
     /// The appliance counted DONE (or stopped answering it): the driver may exit.
@@ -149,6 +158,87 @@ pub enum ReceiverEvent {
     },
     /// Gave up.
     Failed(ReceiveError),
+}
+
+/// The outcome of an on-demand read ([`Receiver::read`]), from
+/// [`Receiver::poll_read_event`]: apart from the other events, so a driver can
+/// answer reads between two receives without handling the stream's events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadEvent {
+    /// The read completed: `data` holds the blocks from `block`, each verified
+    /// against the manifest (the last image block zero-padded to the block size).
+    Done {
+        /// The tag [`Receiver::read`] returned.
+        tag: u32,
+        /// First image block.
+        block: u64,
+        /// The blocks' bytes.
+        data: Vec<u8>,
+    },
+    /// The read failed.
+    Failed {
+        /// The tag [`Receiver::read`] returned.
+        tag: u32,
+        /// Why, for the log.
+        reason: String,
+    },
+}
+
+/// Why an on-demand read could not be asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// No session yet, or the manifest is not verified (replies could not be checked).
+    #[error("not ready: the manifest has not been received and verified yet")]
+    NotReady,
+    /// The blocks are outside the image, or too many for one READ.
+    #[error("blocks {block}..+{count} are outside the image or more than one READ takes")]
+    Range {
+        /// First block.
+        block: u64,
+        /// Blocks.
+        count: u64,
+    },
+}
+
+/// An on-demand READ in flight.
+#[derive(Debug)]
+struct PendingRead {
+    tag: u32,
+    block: u64,
+    count: u16,
+    /// `count` blocks, zero-filled; replies land at their offsets.
+    buf: Vec<u8>,
+    /// Byte ranges received, merged and sorted.
+    got: Vec<(u64, u64)>,
+    /// Bytes the replies carry in all (the last image block may be short).
+    want: u64,
+    asked: Instant,
+    retry_at: Instant,
+}
+
+impl PendingRead {
+    fn add(&mut self, offset: u64, data: &[u8]) -> bool {
+        let end = offset + data.len() as u64;
+        if end > self.want {
+            return false;
+        }
+        self.buf[offset as usize..end as usize].copy_from_slice(data);
+        let mut r = (offset, end);
+        self.got.retain(|&(a, b)| {
+            if b < r.0 || a > r.1 {
+                true
+            } else {
+                r = (r.0.min(a), r.1.max(b));
+                false
+            }
+        });
+        let at = self.got.partition_point(|&(a, _)| a < r.0);
+        self.got.insert(at, r);
+        true
+    }
+    fn complete(&self) -> bool {
+        self.got == [(0, self.want)]
+    }
 }
 
 /// Counters of a receiver.
@@ -178,6 +268,14 @@ pub struct ReceiverStats {
     pub naks: u64,
     /// Packets named in NAKs.
     pub nak_packets: u64,
+    /// On-demand READ datagrams sent (retries included).
+    pub reads: u64,
+    /// On-demand reads answered whole and verified.
+    pub reads_done: u64,
+    /// On-demand reads that failed.
+    pub reads_failed: u64,
+    /// READ_REPLY datagrams that matched no read in flight (late duplicates).
+    pub stray_replies: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,6 +365,10 @@ pub struct Receiver<C: Cache> {
     done_sent: u32,
     tx: VecDeque<Vec<u8>>,
     events: VecDeque<ReceiverEvent>,
+    reads: Vec<PendingRead>,
+    read_events: VecDeque<ReadEvent>,
+    next_tag: u32,
+    manifest_announced: bool,
     /// Counters.
     pub stats: ReceiverStats,
 }
@@ -299,6 +401,10 @@ impl<C: Cache> Receiver<C> {
             done_sent: 0,
             tx: VecDeque::new(),
             events: VecDeque::new(),
+            reads: Vec::new(),
+            read_events: VecDeque::new(),
+            next_tag: 1,
+            manifest_announced: false,
             stats: ReceiverStats::default(),
         }
     }
@@ -440,6 +546,7 @@ impl<C: Cache> Receiver<C> {
                     self.done_at = Some(now);
                 }
             }
+            Message::ReadReply(r) => self.on_read_reply(&r),
             Message::DoneAck(a) if a.member == g.member && self.state == State::Complete => {
                 self.state = State::Finished;
                 self.events
@@ -571,6 +678,10 @@ impl<C: Cache> Receiver<C> {
             self.received.set(seq);
             let failed = v.packet_arrived(&mut self.cache, &self.received, seq);
             let manifest_gave_up = v.manifest_failures_exceeded();
+            if v.manifest_ok() && !self.manifest_announced {
+                self.manifest_announced = true;
+                self.events.push_back(ReceiverEvent::ManifestVerified);
+            }
             self.stats.data += 1;
             if repair {
                 self.stats.repairs += 1;
@@ -740,8 +851,11 @@ impl<C: Cache> Receiver<C> {
         self.nak_at = self.gaps.iter().map(|&(t, _, _)| t).min();
     }
 
-    /// Runs expired timers: JOIN retries, NAKs, DONE, silence.
+    /// Runs expired timers: JOIN retries, NAKs, DONE, silence, READ retries.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if !self.reads.is_empty() && self.state != State::Failed {
+            self.read_timers(now);
+        }
         match self.state {
             State::Joining => {
                 if now.saturating_since(self.join_started) >= self.cfg.join_timeout {
@@ -788,7 +902,10 @@ impl<C: Cache> Receiver<C> {
 
     /// The earliest timer.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match self.state {
+        let reads = self
+            .next_read_timer()
+            .filter(|_| self.state != State::Failed);
+        let stream = match self.state {
             State::Joining => Some(
                 self.next_join
                     .min(self.join_started + self.cfg.join_timeout),
@@ -804,6 +921,10 @@ impl<C: Cache> Receiver<C> {
                 Some(t)
             }
             _ => None,
+        };
+        match (stream, reads) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -820,6 +941,11 @@ impl<C: Cache> Receiver<C> {
         self.events.pop_front()
     }
 
+    /// The next outcome of an on-demand read.
+    pub fn poll_read_event(&mut self) -> Option<ReadEvent> {
+        self.read_events.pop_front()
+    }
+
     /// Tells the appliance this client is leaving.
     pub fn leave(&mut self, failed: bool) {
         if let Some(g) = self.geo {
@@ -833,6 +959,142 @@ impl<C: Cache> Receiver<C> {
                 reason,
             }));
         }
+    }
+
+    /// Asks the appliance for `count` image blocks from `block` at once, ahead of
+    /// the stream (patent step 534). The answer comes from
+    /// [`Self::poll_read_event`] with the returned tag. Works until the receiver fails, also after the
+    /// stream completed (a booted client reading blocks it does not hold).
+    pub fn read(&mut self, now: Instant, block: u64, count: u64) -> Result<u32, ReadError> {
+        let (Some(g), Some(v)) = (self.geo, self.verifier.as_ref()) else {
+            return Err(ReadError::NotReady);
+        };
+        if !v.manifest_ok() || self.state == State::Failed {
+            return Err(ReadError::NotReady);
+        }
+        let h = *v.header();
+        let bs = u64::from(h.block_size);
+        if count == 0
+            || count > u64::from(MAX_READ_BLOCKS)
+            || block.checked_add(count).is_none_or(|e| e > h.block_count)
+        {
+            return Err(ReadError::Range { block, count });
+        }
+        let tag = self.next_tag;
+        self.next_tag = self.next_tag.wrapping_add(1).max(1);
+        let want = (h.image_size - block * bs).min(count * bs);
+        self.reads.push(PendingRead {
+            tag,
+            block,
+            count: count as u16,
+            buf: vec![0; (count * bs) as usize],
+            got: Vec::new(),
+            want,
+            asked: now,
+            retry_at: now + self.cfg.read_retry,
+        });
+        self.send_read(g, tag, block, count as u16);
+        Ok(tag)
+    }
+
+    fn send_read(&mut self, g: Geometry, tag: u32, block: u64, count: u16) {
+        self.stats.reads += 1;
+        self.push(Message::Read(ReadRepr {
+            member: g.member,
+            tag,
+            block,
+            count,
+        }));
+    }
+
+    fn on_read_reply(&mut self, r: &ReadReplyRepr<'_>) {
+        let Some(i) = self
+            .reads
+            .iter()
+            .position(|p| p.tag == r.tag && p.block == r.block)
+        else {
+            self.stats.stray_replies += 1;
+            return;
+        };
+        if r.status != ReadStatus::Ok {
+            let p = self.reads.swap_remove(i);
+            self.stats.reads_failed += 1;
+            let reason = match r.status {
+                ReadStatus::OutOfRange => "the appliance says the blocks are outside the image",
+                _ => "the appliance cannot serve it (not registered with it, the block is not in its stream file, or it is overloaded)",
+            };
+            self.read_events.push_back(ReadEvent::Failed {
+                tag: p.tag,
+                reason: reason.into(),
+            });
+            return;
+        }
+        if !self.reads[i].add(u64::from(r.offset), r.data) {
+            self.stats.bad_data += 1;
+            return;
+        }
+        if !self.reads[i].complete() {
+            return;
+        }
+        let p = self.reads.swap_remove(i);
+        let Some(v) = self.verifier.as_ref() else {
+            return;
+        };
+        let bs = u64::from(v.header().block_size) as usize;
+        let bad = p
+            .buf
+            .chunks(bs)
+            .enumerate()
+            .find(|&(k, blk)| !v.check_image_block(p.block + k as u64, blk));
+        if bad.is_some() {
+            // A corrupt reply: ask again (the retry timer stays armed).
+            self.stats.hash_failures += 1;
+            let mut again = p;
+            again.buf.iter_mut().for_each(|b| *b = 0);
+            again.got.clear();
+            self.reads.push(again);
+            return;
+        }
+        self.stats.reads_done += 1;
+        self.read_events.push_back(ReadEvent::Done {
+            tag: p.tag,
+            block: p.block,
+            data: p.buf,
+        });
+    }
+
+    /// Re-asks reads whose replies did not all come; fails those past the timeout.
+    fn read_timers(&mut self, now: Instant) {
+        let Some(g) = self.geo else { return };
+        let mut k = 0;
+        while k < self.reads.len() {
+            let p = &mut self.reads[k];
+            if now.saturating_since(p.asked) >= self.cfg.read_timeout {
+                let p = self.reads.swap_remove(k);
+                self.stats.reads_failed += 1;
+                self.read_events.push_back(ReadEvent::Failed {
+                    tag: p.tag,
+                    reason: format!(
+                        "no whole answer from the appliance within {:?}",
+                        self.cfg.read_timeout
+                    ),
+                });
+                continue;
+            }
+            if p.retry_at <= now {
+                p.retry_at = now + self.cfg.read_retry;
+                let (tag, block, count) = (p.tag, p.block, p.count);
+                self.send_read(g, tag, block, count);
+            }
+            k += 1;
+        }
+    }
+
+    fn next_read_timer(&self) -> Option<Instant> {
+        self.reads
+            .iter()
+            .map(|p| p.retry_at.min(p.asked + self.cfg.read_timeout))
+            .min()
     }
 
     /// The member id, once welcomed.

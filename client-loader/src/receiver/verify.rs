@@ -59,6 +59,21 @@ impl Verifier {
         &self.header
     }
 
+    /// Whether the manifest verified (the block hashes are known).
+    pub(super) fn manifest_ok(&self) -> bool {
+        self.manifest_ok
+    }
+
+    /// Whether `data` (the image's bytes of `image_block`, the last block's
+    /// zero padding included) has the block's hash in the manifest.
+    pub(super) fn check_image_block(&self, image_block: u64, data: &[u8]) -> bool {
+        self.manifest_ok
+            && usize::try_from(image_block)
+                .ok()
+                .and_then(|b| self.hashes.get(b))
+                .is_some_and(|h| blake3::hash(data).as_bytes() == h)
+    }
+
     pub(super) fn all_verified(&self) -> bool {
         self.manifest_ok && self.verified.count() as u64 == self.header.stream_blocks
     }
@@ -145,6 +160,7 @@ impl Verifier {
         let got = cache.hash(off, self.bs() as usize);
         if self.hashes.get(image_block as usize) == Some(&got) {
             self.verified.set(b as u32);
+            cache.verified(b);
         } else {
             self.failed.push(pk);
         }
