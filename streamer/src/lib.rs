@@ -6,9 +6,11 @@
 //! - [`session`]: the sans-IO session engine (invitation, pacing, acknowledgement
 //!   windows, repair, eviction) and its socket driver;
 //! - [`xdp`]: loading the XDP programs onto the boot interface;
-//! - [`metrics`]: latency histograms and counters in Prometheus text format.
+//! - [`metrics`]: latency histograms and counters in Prometheus text format;
+//! - [`learn`]: recording a boot order by exporting the image over NBD.
 
 pub mod diagnose;
+pub mod learn;
 pub mod metrics;
 pub mod session;
 pub mod stream_file;

@@ -40,8 +40,11 @@ enum Command {
     StartNow(cmd::start_now::Args),
     /// Show what the running appliance's sessions are doing.
     Stats(cmd::stats::Args),
-    // New subcommands (learn, ...) go here: one variant each, whose
-    // `Args` and `run` live in their own module under `cmd/`, dispatched in `main`.
+    /// Record an image's boot order: export it over NBD to a command (a QEMU
+    /// booting it) and write the order it reads as a sequence file.
+    Learn(cmd::learn::Args),
+    // New subcommands go here: one variant each, whose `Args` and `run` live in
+    // their own module under `cmd/`, dispatched in `main`.
 }
 
 fn main() -> ExitCode {
@@ -62,6 +65,10 @@ fn main() -> ExitCode {
         Command::Serve(args) => cmd::serve::run(args),
         Command::StartNow(args) => cmd::start_now::run(args),
         Command::Stats(args) => cmd::stats::run(args),
+        Command::Learn(args) => match cmd::learn::run(args) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 
 pub(crate) mod config;
 pub(crate) mod inspect;
+pub(crate) mod learn;
 pub(crate) mod pack;
 pub(crate) mod sequence;
 pub(crate) mod serve;

@@ -1,0 +1,435 @@
+//! The session engine's on-demand READ service (patent step 534), and a learned
+//! order driving the stream: through the engine itself, with real stream files.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::Path;
+use streamer::session::{BlockIndex, Config, Engine, ImageSpec, Sample};
+use streamer::stream_file::{pack, NoProgress, PackOptions, StreamFile};
+use streamer_common::sequence::SectorExtent;
+use streamer_common::stream_file::HEADER_LEN;
+use streamer_common::time::Instant;
+use streamer_common::wire::{JoinRepr, Message, ReadRepr, ReadStatus, DATA_PORT, MAX_DATAGRAM};
+
+const BS: usize = 4096;
+
+fn image_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn packed(dir: &Path, image: &[u8], seq: Option<Vec<SectorExtent>>, only: bool) -> StreamFile {
+    let img = dir.join("image.img");
+    std::fs::write(&img, image).unwrap();
+    let out = dir.join("image.stream");
+    let mut o = PackOptions::new(&img, &out);
+    o.block_size = BS as u32;
+    o.sequence = seq;
+    o.sequence_only = only;
+    pack(&o, &NoProgress).unwrap();
+    StreamFile::open(&out).unwrap()
+}
+
+fn engine(f: &StreamFile, payload: u16) -> Engine {
+    let mut header = [0u8; HEADER_LEN];
+    header.copy_from_slice(&f.as_bytes()[..HEADER_LEN]);
+    let spec = ImageSpec {
+        name: "img".into(),
+        header,
+        file_len: f.as_bytes().len() as u64,
+        group: Ipv4Addr::new(239, 77, 0, 1),
+        data_port: DATA_PORT,
+        blocks: BlockIndex::new(f.header(), f.extents()),
+    };
+    let cfg = Config {
+        payload,
+        ..Config::default()
+    };
+    Engine::new(cfg, vec![spec])
+}
+
+fn client(i: u8) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::new(10, 77, 1, i), 40000)
+}
+
+/// Joins `from`; returns (session, member).
+fn join(e: &mut Engine, from: SocketAddrV4, id: u64) -> (u32, u32) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let n = Message::Join(JoinRepr {
+        client_id: id,
+        capacity: u64::MAX,
+        image: "img",
+    })
+    .emit(0, &mut buf)
+    .unwrap();
+    e.handle_packet(Instant::ZERO, from, &buf[..n]);
+    let mut out = None;
+    while let Some(t) = e.poll_transmit(Instant::ZERO, &mut buf) {
+        if t.dest == from && t.payload.is_none() {
+            if let Ok((s, Message::Welcome(w))) = Message::parse(&buf[..t.len]) {
+                out = Some((s, w.member));
+            }
+        }
+    }
+    out.expect("a WELCOME")
+}
+
+fn read(e: &mut Engine, from: SocketAddrV4, session: u32, r: ReadRepr) {
+    let mut buf = [0u8; 64];
+    let n = Message::Read(r).emit(session, &mut buf).unwrap();
+    e.handle_packet(Instant::from_micros(10), from, &buf[..n]);
+}
+
+/// Every reply datagram (to `to`, or to anyone), whole (header + data from the
+/// file), as (destination, status, block, offset, data).
+#[allow(clippy::type_complexity)]
+fn replies(
+    e: &mut Engine,
+    f: &StreamFile,
+    to: Option<SocketAddrV4>,
+) -> Vec<(SocketAddrV4, ReadStatus, u64, u32, Vec<u8>)> {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut out = Vec::new();
+    while let Some(t) = e.poll_transmit(Instant::from_micros(30), &mut buf) {
+        if to.is_some_and(|to| t.dest != to) {
+            continue;
+        }
+        let mut d = buf[..t.len].to_vec();
+        if let Some(p) = t.payload {
+            d.extend_from_slice(&f.as_bytes()[p.offset as usize..p.offset as usize + p.len]);
+        }
+        assert!(
+            d.len() <= 1500,
+            "a reply of {} bytes would fragment",
+            d.len()
+        );
+        if let Ok((_, Message::ReadReply(r))) = Message::parse(&d) {
+            out.push((t.dest, r.status, r.block, r.offset, r.data.to_vec()));
+        }
+    }
+    out
+}
+
+#[test]
+fn reads_are_answered_from_the_stream_file_in_image_terms() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = image_bytes(77 * BS + 1234, 5);
+    // A boot order that scrambles the file: blocks 40.., then 3..9, then the rest.
+    let seq = vec![
+        SectorExtent {
+            lba: 40 * 8,
+            count: 30 * 8,
+        },
+        SectorExtent {
+            lba: 3 * 8,
+            count: 6 * 8,
+        },
+    ];
+    let f = packed(dir.path(), &image, Some(seq), false);
+    let mut e = engine(&f, 1400);
+    let (session, member) = join(&mut e, client(1), 11);
+
+    // Blocks 5..8 (in the middle of an extent) and the short last block.
+    for (block, count) in [(5u64, 3u16), (77, 1), (0, 64)] {
+        read(
+            &mut e,
+            client(1),
+            session,
+            ReadRepr {
+                member,
+                tag: 9,
+                block,
+                count,
+            },
+        );
+        let got = replies(&mut e, &f, Some(client(1)));
+        let mut data = vec![0u8; count as usize * BS];
+        let mut bytes = 0;
+        for (_, status, b, off, d) in &got {
+            assert_eq!((*status, *b), (ReadStatus::Ok, block));
+            assert!(d.len() <= 1400);
+            // No datagram crosses a block boundary.
+            assert_eq!(*off as usize / BS, (*off as usize + d.len() - 1) / BS);
+            data[*off as usize..*off as usize + d.len()].copy_from_slice(d);
+            bytes += d.len();
+        }
+        let start = block as usize * BS;
+        let end = (start + count as usize * BS).min(image.len());
+        assert_eq!(bytes, end - start, "blocks {block}+{count}");
+        assert_eq!(
+            &data[..end - start],
+            &image[start..end],
+            "blocks {block}+{count}"
+        );
+    }
+    let mut lat = Vec::new();
+    e.drain_samples(|s| {
+        if let Sample::Read(d) = s {
+            lat.push(d);
+        }
+    });
+    assert_eq!(lat.len(), 3);
+    assert_eq!(e.read_stats().served, 3);
+
+    // Past the end; from another address; for a member that does not exist.
+    read(
+        &mut e,
+        client(1),
+        session,
+        ReadRepr {
+            member,
+            tag: 1,
+            block: 77,
+            count: 2,
+        },
+    );
+    read(
+        &mut e,
+        client(2),
+        session,
+        ReadRepr {
+            member,
+            tag: 2,
+            block: 0,
+            count: 1,
+        },
+    );
+    read(
+        &mut e,
+        client(1),
+        session,
+        ReadRepr {
+            member: member + 7,
+            tag: 3,
+            block: 0,
+            count: 1,
+        },
+    );
+    let refused: Vec<_> = replies(&mut e, &f, None)
+        .into_iter()
+        .map(|(to, s, _, _, d)| (to, s, d.len()))
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            (client(1), ReadStatus::OutOfRange, 0),
+            (client(2), ReadStatus::Unavailable, 0),
+            (client(1), ReadStatus::Unavailable, 0)
+        ]
+    );
+    let st = e.read_stats();
+    assert_eq!((st.out_of_range, st.unregistered), (1, 2));
+}
+
+#[test]
+fn a_sequence_only_stream_refuses_blocks_it_does_not_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = image_bytes(32 * BS, 6);
+    let seq = vec![SectorExtent {
+        lba: 8 * 8,
+        count: 4 * 8,
+    }];
+    let f = packed(dir.path(), &image, Some(seq), true);
+    let mut e = engine(&f, 1400);
+    let (session, member) = join(&mut e, client(1), 1);
+    read(
+        &mut e,
+        client(1),
+        session,
+        ReadRepr {
+            member,
+            tag: 1,
+            block: 9,
+            count: 2,
+        },
+    );
+    read(
+        &mut e,
+        client(1),
+        session,
+        ReadRepr {
+            member,
+            tag: 2,
+            block: 11,
+            count: 2,
+        },
+    );
+    let got = replies(&mut e, &f, Some(client(1)));
+    // Blocks 9 and 10 are in the stream (8..12); 12 is not.
+    let ok: usize = got
+        .iter()
+        .filter(|r| r.1 == ReadStatus::Ok)
+        .map(|r| r.4.len())
+        .sum();
+    assert_eq!(ok, 2 * BS);
+    let refused: Vec<_> = got.iter().filter(|r| r.1 != ReadStatus::Ok).collect();
+    assert_eq!(refused.len(), 1);
+    assert_eq!((refused[0].1, refused[0].2), (ReadStatus::Unavailable, 11));
+    assert_eq!(e.read_stats().not_in_stream, 1);
+}
+
+#[test]
+fn the_first_pass_follows_a_learned_order() {
+    // An order as `streamer learn` writes it: pseudo-random first reads.
+    let dir = tempfile::tempdir().unwrap();
+    let blocks = 64u64;
+    let image = image_bytes(blocks as usize * BS, 7);
+    let mut order: Vec<u64> = (0..blocks).collect();
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    for i in (1..order.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        order.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let learned: Vec<u64> = order[..20].to_vec();
+    let seq: Vec<SectorExtent> = learned
+        .iter()
+        .map(|&b| SectorExtent {
+            lba: b * 8,
+            count: 8,
+        })
+        .collect();
+    let f = packed(dir.path(), &image, Some(seq), false);
+    let mut e = engine(&f, 1400);
+    join(&mut e, client(1), 1);
+    e.start_now(Instant::ZERO, None);
+    // Image blocks in the order their DATA leaves, first pass.
+    let idx = BlockIndex::new(f.header(), f.extents());
+    let file_of_block: std::collections::HashMap<u64, u64> =
+        (0..blocks).map(|b| (idx.locate(b).unwrap(), b)).collect();
+    let mut sent = Vec::new();
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut t = Instant::from_millis(100);
+    while sent.len() < learned.len() {
+        let Some(tx) = e.poll_transmit(t, &mut buf) else {
+            e.handle_timeout(t);
+            t += core::time::Duration::from_millis(1);
+            assert!(t < Instant::from_millis(60_000), "the stream stalled");
+            continue;
+        };
+        let Some(p) = tx.payload else { continue };
+        let bs = BS as u64;
+        let block_start = |o: u64| o - (o - f.header().data_offset) % bs;
+        if p.offset < f.header().data_offset {
+            continue;
+        }
+        if let Some(&b) = file_of_block.get(&block_start(p.offset)) {
+            if sent.last() != Some(&b) {
+                sent.push(b);
+            }
+        }
+    }
+    assert_eq!(&sent[..learned.len()], &learned[..]);
+}
+
+/// `streamer learn` with qemu-io as the scripted reader: a known pseudo-random
+/// order of reads (repeats and neighbours included) becomes exactly that order
+/// of first reads, merged into extents; packed with it, the stream file holds
+/// those blocks first.
+#[test]
+fn learn_records_a_scripted_readers_order() {
+    if std::process::Command::new("qemu-io")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("skipping: qemu-io is missing (scripts/setup installs qemu-utils)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sectors = 2048u64; // 1 MiB
+    let image = image_bytes(sectors as usize * 512, 8);
+    let img = dir.path().join("image.img");
+    std::fs::write(&img, &image).unwrap();
+    // Reads of 1..8 sectors at pseudo-random sectors; every third one right
+    // after the previous (merges), every fifth a repeat (nothing new).
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut reads: Vec<(u64, u64)> = Vec::new();
+    for i in 0..60 {
+        let len = 1 + next() % 8;
+        let at = match (i % 3, i % 5, reads.last()) {
+            (_, 4, Some(_)) => reads[(next() % reads.len() as u64) as usize].0,
+            (2, _, Some(&(a, l))) => (a + l).min(sectors - len),
+            _ => next() % (sectors - len),
+        };
+        reads.push((at, len));
+    }
+    // The model: first reads of sectors, consecutive ones merged.
+    let mut seen = vec![false; sectors as usize];
+    let mut want: Vec<(u64, u64)> = Vec::new();
+    for &(a, l) in &reads {
+        for s in a..a + l {
+            if std::mem::replace(&mut seen[s as usize], true) {
+                continue;
+            }
+            match want.last_mut() {
+                Some((la, lc)) if *la + *lc == s => *lc += 1,
+                _ => want.push((s, 1)),
+            }
+        }
+    }
+    let seq = dir.path().join("image.seq");
+    let txt = dir.path().join("image.txt");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_streamer"));
+    cmd.args(["learn", "--image"]).arg(&img).arg("-o").arg(&seq);
+    cmd.arg("--text").arg(&txt);
+    cmd.args(["--quiet", "5", "--", "qemu-io", "-f", "raw", "{nbd}"]);
+    for &(a, l) in &reads {
+        cmd.args(["-c", &format!("read {} {}", a * 512, l * 512)]);
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "streamer learn failed: {stderr}");
+    let got: Vec<(u64, u64)> = streamer::stream_file::sequence::read(&seq)
+        .unwrap()
+        .iter()
+        .map(|e| (e.lba, e.count))
+        .collect();
+    assert_eq!(got, want, "{stderr}");
+    assert!(std::fs::read_to_string(&txt).unwrap().lines().count() >= want.len());
+    assert_eq!(
+        std::fs::read(&img).unwrap(),
+        image,
+        "learn changed the image"
+    );
+
+    // Packed with it, the stream holds the learned blocks first, in order.
+    let f = packed(
+        dir.path(),
+        &image,
+        Some(
+            got.iter()
+                .map(|&(lba, count)| SectorExtent { lba, count })
+                .collect(),
+        ),
+        false,
+    );
+    let mut blocks = Vec::new();
+    for &(a, c) in &got {
+        for s in a..a + c {
+            let b = s * 512 / BS as u64;
+            if !blocks.contains(&b) {
+                blocks.push(b);
+            }
+        }
+    }
+    let stream: Vec<u64> = f
+        .extents()
+        .iter()
+        .flat_map(|e| e.first..e.first + e.count)
+        .collect();
+    assert_eq!(&stream[..blocks.len()], &blocks[..]);
+}
