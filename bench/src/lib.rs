@@ -5,10 +5,12 @@
 //! measures `streamer pack` against `cp` and `b3sum`; the `bench` binary runs the
 //! benchmarks and prints their tables.
 
+pub mod flood;
 pub mod netns;
 pub mod pack;
 pub mod plot;
 pub mod proc;
+pub mod readlat;
 pub mod scale;
 pub mod sim;
 pub mod throughput;

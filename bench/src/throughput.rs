@@ -1050,7 +1050,8 @@ impl Report {
 }
 
 /// `YYYYMMDDTHHMMSSZ` for `t` (UTC).
-fn utc_stamp(t: SystemTime) -> String {
+/// `YYYYMMDDTHHMMSSZ` for result file names.
+pub fn utc_stamp(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;

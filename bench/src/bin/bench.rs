@@ -5,6 +5,8 @@
 //! bench sim  [--clients 10000] [--size 2MiB] [--loss 0.001] [--seed 1] [--plot-dir DIR]
 //! bench throughput [--quick] [--receivers 1,4,8] [--loss 0,1] [--size 1GiB] [--shape 1G]
 //!                  [--tools streamer,iperf,udpcast,uftp] [--out bench/results/] [--runs 1]
+//! bench readlat [--size 256MiB] [--reads 2000] [--rate 200M] [--out bench/results/]
+//! bench flood [--clients 3] [--size 64MiB] [--rate 400M] [--flood-pps 200000] [--runs 3]
 //! ```
 
 use std::path::PathBuf;
@@ -29,6 +31,12 @@ enum Command {
     /// Multicast goodput and CPU per GB: streamer next to iperf2 (the ceiling),
     /// udpcast and uftp, on the namespace testbed (root).
     Throughput(Box<ThroughputArgs>),
+    /// On-demand read latency through client-loader's NBD export while the
+    /// stream runs, on the loopback path and across the bridge (root).
+    Readlat(ReadlatArgs),
+    /// A session's time with and without a flood at the control port, in one
+    /// run (root).
+    Flood(FloodArgs),
     // New benchmarks go here: one variant each, whose work lives in a module of the
     // `bench` library, dispatched in `main`.
 }
@@ -50,6 +58,130 @@ struct PackArgs {
     /// Exit with status 1 if pack misses the target.
     #[arg(long)]
     check: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct FloodArgs {
+    /// Receivers.
+    #[arg(long, default_value_t = 3)]
+    clients: usize,
+    /// Image size (bytes or with a unit).
+    #[arg(long, default_value = "64MiB", value_parser = bench::pack::parse_size)]
+    size: u64,
+    /// The stream's rate (as `streamer serve --rate`).
+    #[arg(long, default_value = "400M")]
+    rate: String,
+    /// Flood datagrams per second, all 31 sources together.
+    #[arg(long, default_value_t = 200_000)]
+    flood_pps: u64,
+    /// Clean and flooded runs each (alternating); medians are compared.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Serve without XDP (the flood then reaches the socket).
+    #[arg(long)]
+    no_xdp: bool,
+    /// Where the JSON goes.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    /// Where `streamer` and `client-loader` are (default: next to this binary).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+}
+
+fn run_flood(a: FloodArgs) -> anyhow::Result<ExitCode> {
+    use anyhow::Context as _;
+    bench::proc::install_interrupt_handler();
+    let bin_dir = match a.bin_dir {
+        Some(d) => d,
+        None => std::env::current_exe()
+            .context("cannot find this binary's path (pass --bin-dir)")?
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .context("this binary has no directory (pass --bin-dir)")?,
+    };
+    let mut o = bench::flood::Options::new(bin_dir);
+    o.clients = a.clients;
+    o.size = a.size;
+    o.rate = a.rate;
+    o.flood_pps = a.flood_pps;
+    o.runs = a.runs.max(1);
+    o.no_xdp = a.no_xdp;
+    let report = bench::flood::run(&o, &mut |line| eprintln!("bench: {line}"))?;
+    print!("{}", bench::flood::table(&o, &report));
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let stamp = bench::throughput::utc_stamp(std::time::SystemTime::now());
+    let path = a.out.join(format!(
+        "flood-{stamp}{}.json",
+        if o.no_xdp { "-noxdp" } else { "" }
+    ));
+    let doc = serde_json::json!({
+        "command": std::env::args().collect::<Vec<_>>().join(" "),
+        "clients": o.clients, "image_bytes": o.size, "rate": o.rate,
+        "flood_pps": o.flood_pps, "xdp": !o.no_xdp,
+        "ratio": report.ratio(), "report": report,
+    });
+    std::fs::write(&path, serde_json::to_string_pretty(&doc)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("saved {}", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Args)]
+struct ReadlatArgs {
+    /// Image size (bytes or with a unit).
+    #[arg(long, default_value = "256MiB", value_parser = bench::pack::parse_size)]
+    size: u64,
+    /// Reads per path.
+    #[arg(long, default_value_t = 2000)]
+    reads: usize,
+    /// Bytes per read.
+    #[arg(long, default_value_t = 4096)]
+    read_size: u32,
+    /// The stream's rate (as `streamer serve --rate`).
+    #[arg(long, default_value = "200M")]
+    rate: String,
+    /// Seed of the image and the read order.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Where the JSON goes.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    /// Where `streamer` and `client-loader` are (default: next to this binary).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Exit with status 1 if p99 on loopback is over 1 ms.
+    #[arg(long)]
+    check: bool,
+}
+
+fn run_readlat(a: ReadlatArgs) -> anyhow::Result<ExitCode> {
+    use anyhow::Context as _;
+    bench::proc::install_interrupt_handler();
+    let bin_dir = match a.bin_dir {
+        Some(d) => d,
+        None => std::env::current_exe()
+            .context("cannot find this binary's path (pass --bin-dir)")?
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .context("this binary has no directory (pass --bin-dir)")?,
+    };
+    let mut o = bench::readlat::Options::new(bin_dir);
+    o.size = a.size;
+    o.reads = a.reads;
+    o.read_size = a.read_size;
+    o.rate = a.rate;
+    o.seed = a.seed;
+    let rows = bench::readlat::run(&o, &mut |line| eprintln!("bench: {line}"))?;
+    print!("{}", bench::readlat::table(&o, &rows));
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let path = bench::readlat::save(&o, &rows, &a.out, &command)?;
+    println!("saved {}", path.display());
+    let fail = rows.iter().any(|r| r.path == "loopback" && r.p99 > 1e-3);
+    Ok(if a.check && fail {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[derive(Debug, clap::Args)]
@@ -225,6 +357,8 @@ fn main() -> ExitCode {
         Command::Pack(a) => run_pack(a),
         Command::Sim(a) => run_sim(a),
         Command::Throughput(a) => run_throughput(*a),
+        Command::Readlat(a) => run_readlat(a),
+        Command::Flood(a) => run_flood(a),
     };
     match result {
         Ok(code) => code,

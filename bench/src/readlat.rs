@@ -1,0 +1,356 @@
+//! `bench readlat`: the latency a booting machine sees for a block the stream
+//! has not brought yet (patent step 534).
+//!
+//! The real `streamer serve` streams an image at a modest rate to one
+//! `client-loader --export nbd:…`; this benchmark connects to the export as an
+//! NBD client and reads blocks from the image's second half, each once, in a
+//! seeded random order, while the stream is still on its first half: every read
+//! is an on-demand READ to the appliance and back, verified against the
+//! manifest, then answered over NBD. Each read's data is compared with the
+//! image. Two paths: the client on the appliance's own host (unicast over the
+//! loopback path) and the client across the namespace bridge (veth, bridge,
+//! veth). Percentiles are exact, from every sample.
+
+use crate::netns::{Testbed, APP_ADDR};
+use crate::proc::Proc;
+use anyhow::{bail, Context as _};
+use rand::seq::SliceRandom;
+use rand::{RngCore, SeedableRng};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Where `streamer` and `client-loader` are.
+    pub bin_dir: PathBuf,
+    /// Image size in bytes.
+    pub size: u64,
+    /// Reads per path.
+    pub reads: usize,
+    /// Bytes per read.
+    pub read_size: u32,
+    /// The stream's rate (`streamer serve --rate`).
+    pub rate: String,
+    /// Seed of the image and of the read order.
+    pub seed: u64,
+}
+
+impl Options {
+    /// Defaults: 256 MiB at 200 Mbit/s (about 11 s of stream), 2000 reads of 4 KiB.
+    pub fn new(bin_dir: PathBuf) -> Options {
+        Options {
+            bin_dir,
+            size: 256 << 20,
+            reads: 2000,
+            read_size: 4096,
+            rate: "200M".into(),
+            seed: 1,
+        }
+    }
+}
+
+/// One path's figures.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Row {
+    /// "loopback" or "bridge".
+    pub path: &'static str,
+    /// Reads timed.
+    pub reads: usize,
+    /// Median, seconds.
+    pub p50: f64,
+    /// 99th percentile, seconds.
+    pub p99: f64,
+    /// 99.9th percentile, seconds.
+    pub p999: f64,
+    /// Slowest, seconds.
+    pub max: f64,
+    /// Whether the stream was still on its first pass when the last read ended
+    /// (so every read raced a running stream).
+    pub stream_running: bool,
+    /// The client's closing line about its export (connections, requests, errors).
+    pub client_log_tail: String,
+}
+
+/// The `q` quantile of sorted samples.
+fn quantile(sorted: &[Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize].as_secs_f64()
+}
+
+/// A minimal NBD client (fixed newstyle, NBD_OPT_EXPORT_NAME, simple replies):
+/// enough to time reads.
+struct Nbd {
+    s: UnixStream,
+    size: u64,
+    cookie: u64,
+}
+
+const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
+const IHAVEOPT: u64 = 0x4948_4156_454F_5054;
+const REQUEST_MAGIC: u32 = 0x2560_9513;
+const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
+
+impl Nbd {
+    fn connect(path: &Path, name: &str) -> anyhow::Result<Nbd> {
+        let mut s = UnixStream::connect(path)
+            .with_context(|| format!("connecting to the export at {}", path.display()))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut b = [0u8; 18];
+        s.read_exact(&mut b)?;
+        if u64::from_be_bytes(b[0..8].try_into()?) != NBDMAGIC
+            || u64::from_be_bytes(b[8..16].try_into()?) != IHAVEOPT
+        {
+            bail!("not an NBD newstyle server");
+        }
+        // FIXED_NEWSTYLE | NO_ZEROES, if offered.
+        let server_flags = u16::from_be_bytes([b[16], b[17]]);
+        let flags = u32::from(server_flags & 3);
+        s.write_all(&flags.to_be_bytes())?;
+        let mut opt = Vec::new();
+        opt.extend_from_slice(&IHAVEOPT.to_be_bytes());
+        opt.extend_from_slice(&1u32.to_be_bytes()); // NBD_OPT_EXPORT_NAME
+        opt.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        opt.extend_from_slice(name.as_bytes());
+        s.write_all(&opt)?;
+        let mut r = [0u8; 10];
+        s.read_exact(&mut r)?;
+        if flags & 2 == 0 {
+            let mut zeroes = [0u8; 124];
+            s.read_exact(&mut zeroes)?;
+        }
+        Ok(Nbd {
+            s,
+            size: u64::from_be_bytes(r[0..8].try_into()?),
+            cookie: 0,
+        })
+    }
+
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> anyhow::Result<()> {
+        self.cookie += 1;
+        let mut q = [0u8; 28];
+        q[0..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
+        // flags 0, type 0 (READ)
+        q[8..16].copy_from_slice(&self.cookie.to_be_bytes());
+        q[16..24].copy_from_slice(&offset.to_be_bytes());
+        q[24..28].copy_from_slice(&(buf.len() as u32).to_be_bytes());
+        self.s.write_all(&q)?;
+        let mut r = [0u8; 16];
+        self.s.read_exact(&mut r)?;
+        if u32::from_be_bytes(r[0..4].try_into()?) != SIMPLE_REPLY_MAGIC
+            || u64::from_be_bytes(r[8..16].try_into()?) != self.cookie
+        {
+            bail!("a malformed NBD reply");
+        }
+        let err = u32::from_be_bytes(r[4..8].try_into()?);
+        if err != 0 {
+            bail!("the export answered a read at {offset} with error {err}");
+        }
+        self.s.read_exact(buf)?;
+        Ok(())
+    }
+
+    fn disconnect(mut self) {
+        let mut q = [0u8; 28];
+        q[0..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
+        q[6..8].copy_from_slice(&2u16.to_be_bytes()); // NBD_CMD_DISC
+        let _ = self.s.write_all(&q);
+    }
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// Runs both paths.
+pub fn run(o: &Options, log: &mut dyn FnMut(&str)) -> anyhow::Result<Vec<Row>> {
+    if let Some(why) = crate::netns::unavailable() {
+        bail!("cannot build the testbed: {why}");
+    }
+    let streamer = o.bin_dir.join("streamer");
+    let client = o.bin_dir.join("client-loader");
+    for b in [&streamer, &client] {
+        if !b.is_file() {
+            bail!(
+                "{} is missing: build with `cargo build --release`",
+                b.display()
+            );
+        }
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("bench-readlat-")
+        .tempdir()?;
+    let mut image = vec![0u8; usize::try_from(o.size)?];
+    rand_chacha::ChaCha8Rng::seed_from_u64(o.seed).fill_bytes(&mut image);
+    let raw = dir.path().join("image.img");
+    std::fs::write(&raw, &image)?;
+    let stream = dir.path().join("image.stream");
+    crate::proc::run(
+        &[
+            &streamer.display().to_string(),
+            "pack",
+            "--image",
+            &raw.display().to_string(),
+            "-o",
+            &stream.display().to_string(),
+        ],
+        Duration::from_secs(300),
+    )?;
+    let tb = Testbed::new("strm-readlat", 1)?;
+    let mut rows = Vec::new();
+    for (k, path) in ["loopback", "bridge"].into_iter().enumerate() {
+        log(&format!(
+            "{path}: streaming {} MiB at {}",
+            o.size >> 20,
+            o.rate
+        ));
+        let client_ns = if path == "loopback" {
+            tb.app()
+        } else {
+            tb.client(1)
+        };
+        let mut args = strings(&["serve", "--image"]);
+        args.push(format!("img={}", stream.display()));
+        args.extend(strings(&[
+            "--bind",
+            &APP_ADDR.to_string(),
+            "--group",
+            &format!("239.77.50.{}", k + 1),
+            "--min-clients",
+            "1",
+            "--max-wait",
+            "30",
+            "--rate",
+            &o.rate,
+        ]));
+        let mut app = Proc::spawn("streamer serve", Some(&tb.app()), &streamer, &args)?;
+        if !app.wait_for_output("listening on", Duration::from_secs(10))? {
+            bail!("streamer serve did not start:\n{}", app.log());
+        }
+        let sock = dir.path().join(format!("{path}.sock"));
+        let out = dir.path().join(format!("{path}.img"));
+        let cargs = vec![
+            "--server".to_string(),
+            APP_ADDR.to_string(),
+            "-o".into(),
+            out.display().to_string(),
+            "--export".into(),
+            format!("nbd:{}", sock.display()),
+        ];
+        let mut c = Proc::spawn("client-loader", Some(&client_ns), &client, &cargs)?;
+        if !c.wait_for_output("exporting the image over NBD", Duration::from_secs(20))? {
+            bail!("the client did not export:\n{}", c.log());
+        }
+        let mut nbd = Nbd::connect(&sock, "streamer")?;
+        if nbd.size != o.size {
+            bail!("the export is {} bytes, the image {}", nbd.size, o.size);
+        }
+        let rs = u64::from(o.read_size);
+        let half = o.size / 2 / rs;
+        let mut offsets: Vec<u64> = (half..o.size / rs).map(|i| i * rs).collect();
+        offsets.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
+            o.seed ^ k as u64,
+        ));
+        offsets.truncate(o.reads);
+        let mut buf = vec![0u8; o.read_size as usize];
+        let mut lat = Vec::with_capacity(offsets.len());
+        for &off in &offsets {
+            crate::proc::check_interrupted()?;
+            let t = Instant::now();
+            nbd.read(off, &mut buf)?;
+            lat.push(t.elapsed());
+            if buf[..] != image[off as usize..off as usize + buf.len()] {
+                bail!("{path}: the read at {off} differs from the image");
+            }
+        }
+        nbd.disconnect();
+        let running = !c.log().contains("every block received");
+        c.stop(libc::SIGTERM, Duration::from_secs(10));
+        app.stop(libc::SIGTERM, Duration::from_secs(10));
+        lat.sort_unstable();
+        let tail = c
+            .log()
+            .lines()
+            .rev()
+            .find(|l| l.contains("export stopped"))
+            .unwrap_or("")
+            .to_string();
+        rows.push(Row {
+            path,
+            reads: lat.len(),
+            p50: quantile(&lat, 0.5),
+            p99: quantile(&lat, 0.99),
+            p999: quantile(&lat, 0.999),
+            max: quantile(&lat, 1.0),
+            stream_running: running,
+            client_log_tail: tail,
+        });
+    }
+    Ok(rows)
+}
+
+/// The table.
+pub fn table(o: &Options, rows: &[Row]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "on-demand reads: {} B NBD reads of blocks not yet streamed, each once, while {} MiB stream at {}",
+        o.read_size,
+        o.size >> 20,
+        o.rate
+    );
+    let _ = writeln!(
+        s,
+        "{:<9} {:>6} {:>9} {:>9} {:>9} {:>9}  stream running throughout",
+        "path", "reads", "p50 ms", "p99 ms", "p99.9 ms", "max ms"
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{:<9} {:>6} {:>9.3} {:>9.3} {:>9.3} {:>9.3}  {}",
+            r.path,
+            r.reads,
+            r.p50 * 1e3,
+            r.p99 * 1e3,
+            r.p999 * 1e3,
+            r.max * 1e3,
+            if r.stream_running {
+                "yes"
+            } else {
+                "NO (the stream finished first)"
+            }
+        );
+    }
+    if let Some(l) = rows.iter().find(|r| r.path == "loopback") {
+        let _ = writeln!(
+            s,
+            "target p99 <= 1 ms on loopback: {} ({:.3} ms)",
+            if l.p99 <= 1e-3 { "PASS" } else { "FAIL" },
+            l.p99 * 1e3
+        );
+    }
+    s
+}
+
+/// Saves the rows as JSON under `dir`; returns the path.
+pub fn save(o: &Options, rows: &[Row], dir: &Path, command: &str) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let stamp = crate::throughput::utc_stamp(std::time::SystemTime::now());
+    let path = dir.join(format!("readlat-{stamp}.json"));
+    let doc = serde_json::json!({
+        "command": command,
+        "image_bytes": o.size,
+        "read_size": o.read_size,
+        "rate": o.rate,
+        "seed": o.seed,
+        "rows": rows,
+    });
+    std::fs::write(&path, serde_json::to_string_pretty(&doc)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
