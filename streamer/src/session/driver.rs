@@ -637,7 +637,7 @@ fn log_event(ev: &Event, verbose: bool) {
             eprintln!("streamer: session {session}: member {member} (client {client_id:#x}) evicted: {reason}");
         }
         Event::Unlearned { session, image } => {
-            eprintln!("streamer: session {session}: {image:?} has no learned boot sequence; streaming in image order");
+            eprintln!("streamer: session {session}: {image:?} has no learned boot sequence; streaming in image order (learn one with `streamer learn`, then pack with --sequence)");
         }
         Event::UnknownImage { from, image } => {
             eprintln!("streamer: {from} asked for unknown image {image:?}");

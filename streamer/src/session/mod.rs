@@ -398,9 +398,9 @@ pub enum Event {
         report: Box<SessionReport>,
     },
     /// A session opened for an image that was packed without a learned sequence
-    /// (it streams in image order). This is where learning the boot order plugs
-    /// in (patent steps 426–430): select one member, serve its reads, record the
-    /// order, repack. Until then the event only says so.
+    /// (it streams in image order). Learning happens offline (`streamer learn`,
+    /// patent steps 426–430); learning inside a session (select one member,
+    /// record its READs, repack, then stream) is not built yet.
     Unlearned {
         /// Session.
         session: u32,
