@@ -207,24 +207,9 @@ pub fn run(o: &Options, log: &mut dyn FnMut(&str)) -> anyhow::Result<Report> {
         }
     }
     let dir = tempfile::Builder::new().prefix("bench-flood-").tempdir()?;
-    let mut image = vec![0u8; usize::try_from(o.size)?];
-    rand_chacha::ChaCha8Rng::seed_from_u64(5).fill_bytes(&mut image);
+    let (image, stream) = crate::netns::packed_image(&streamer, dir.path(), o.size, 5)?;
     let want = blake3::hash(&image);
-    let raw = dir.path().join("image.img");
-    std::fs::write(&raw, &image)?;
     drop(image);
-    let stream = dir.path().join("image.stream");
-    crate::proc::run(
-        &[
-            &streamer.display().to_string(),
-            "pack",
-            "--image",
-            &raw.display().to_string(),
-            "-o",
-            &stream.display().to_string(),
-        ],
-        Duration::from_secs(300),
-    )?;
     // The last "client" namespace is the flooder, with 30 more addresses.
     let tb = Testbed::new("strm-flood", o.clients + 1)?;
     let flooder = tb.client(o.clients + 1);

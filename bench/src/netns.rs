@@ -343,3 +343,50 @@ pub fn remove_stale(prefix: &str) {
         }
     }
 }
+
+/// A seeded pseudo-random image of `size` bytes and its stream file, packed by
+/// the `streamer` binary, in `dir`. Returns the image's bytes and the stream
+/// file's path.
+pub fn packed_image(
+    streamer: &std::path::Path,
+    dir: &std::path::Path,
+    size: u64,
+    seed: u64,
+) -> anyhow::Result<(Vec<u8>, std::path::PathBuf)> {
+    use rand::{RngCore, SeedableRng};
+    let mut image = vec![0u8; usize::try_from(size)?];
+    rand_chacha::ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut image);
+    let raw = dir.join("image.img");
+    std::fs::write(&raw, &image).with_context(|| format!("writing {}", raw.display()))?;
+    let stream = dir.join("image.stream");
+    run(
+        &[
+            &streamer.display().to_string(),
+            "pack",
+            "--image",
+            &raw.display().to_string(),
+            "-o",
+            &stream.display().to_string(),
+        ],
+        std::time::Duration::from_secs(300),
+    )?;
+    Ok((image, stream))
+}
+
+/// The `streamer` and `client-loader` binaries in `bin_dir`, or an error
+/// saying how to build them.
+pub fn binaries(
+    bin_dir: &std::path::Path,
+) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let streamer = bin_dir.join("streamer");
+    let client = bin_dir.join("client-loader");
+    for b in [&streamer, &client] {
+        if !b.is_file() {
+            bail!(
+                "{} is missing: build with `cargo build --release`",
+                b.display()
+            );
+        }
+    }
+    Ok((streamer, client))
+}

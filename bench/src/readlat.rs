@@ -15,7 +15,7 @@ use crate::netns::{Testbed, APP_ADDR};
 use crate::proc::Proc;
 use anyhow::{bail, Context as _};
 use rand::seq::SliceRandom;
-use rand::{RngCore, SeedableRng};
+use rand::SeedableRng;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -184,22 +184,7 @@ pub fn run(o: &Options, log: &mut dyn FnMut(&str)) -> anyhow::Result<Vec<Row>> {
     let dir = tempfile::Builder::new()
         .prefix("bench-readlat-")
         .tempdir()?;
-    let mut image = vec![0u8; usize::try_from(o.size)?];
-    rand_chacha::ChaCha8Rng::seed_from_u64(o.seed).fill_bytes(&mut image);
-    let raw = dir.path().join("image.img");
-    std::fs::write(&raw, &image)?;
-    let stream = dir.path().join("image.stream");
-    crate::proc::run(
-        &[
-            &streamer.display().to_string(),
-            "pack",
-            "--image",
-            &raw.display().to_string(),
-            "-o",
-            &stream.display().to_string(),
-        ],
-        Duration::from_secs(300),
-    )?;
+    let (image, stream) = crate::netns::packed_image(&streamer, dir.path(), o.size, o.seed)?;
     let tb = Testbed::new("strm-readlat", 1)?;
     let mut rows = Vec::new();
     for (k, path) in ["loopback", "bridge"].into_iter().enumerate() {

@@ -176,6 +176,23 @@ pub struct Report {
     pub stats: ReceiverStats,
 }
 
+impl Report {
+    fn of(
+        rx: &Receiver<FileCache>,
+        t0: std::time::Instant,
+        acknowledged: bool,
+        evicted: bool,
+    ) -> Report {
+        Report {
+            elapsed: t0.elapsed(),
+            image_bytes: rx.header().map_or(0, |h| h.image_size),
+            acknowledged,
+            evicted,
+            stats: rx.stats.clone(),
+        }
+    }
+}
+
 /// Why a run failed. The output name never holds a partial image.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -276,13 +293,7 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report, RunError> {
             if let Some(acknowledged) = finished {
                 // Exporting after the stream: the image is whole; keep it.
                 rx.cache_mut().finish()?;
-                return Ok(Report {
-                    elapsed: t0.elapsed(),
-                    image_bytes: rx.header().map_or(0, |h| h.image_size),
-                    acknowledged,
-                    evicted,
-                    stats: rx.stats.clone(),
-                });
+                return Ok(Report::of(&rx, t0, acknowledged, evicted));
             }
             rx.leave(true);
             flush(&mut rx, &ctl, &mut buf);
@@ -345,13 +356,7 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report, RunError> {
                 }
                 ReceiverEvent::Finished { acknowledged } => {
                     flush(&mut rx, &ctl, &mut buf);
-                    return Ok(Report {
-                        elapsed: t0.elapsed(),
-                        image_bytes: rx.header().map_or(0, |h| h.image_size),
-                        acknowledged,
-                        evicted,
-                        stats: rx.stats.clone(),
-                    });
+                    return Ok(Report::of(&rx, t0, acknowledged, evicted));
                 }
                 ReceiverEvent::Failed(e) => {
                     if let Some(bar) = &mut bar {

@@ -91,14 +91,7 @@ struct FloodArgs {
 fn run_flood(a: FloodArgs) -> anyhow::Result<ExitCode> {
     use anyhow::Context as _;
     bench::proc::install_interrupt_handler();
-    let bin_dir = match a.bin_dir {
-        Some(d) => d,
-        None => std::env::current_exe()
-            .context("cannot find this binary's path (pass --bin-dir)")?
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .context("this binary has no directory (pass --bin-dir)")?,
-    };
+    let bin_dir = bin_dir(a.bin_dir)?;
     let mut o = bench::flood::Options::new(bin_dir);
     o.clients = a.clients;
     o.size = a.size;
@@ -155,16 +148,8 @@ struct ReadlatArgs {
 }
 
 fn run_readlat(a: ReadlatArgs) -> anyhow::Result<ExitCode> {
-    use anyhow::Context as _;
     bench::proc::install_interrupt_handler();
-    let bin_dir = match a.bin_dir {
-        Some(d) => d,
-        None => std::env::current_exe()
-            .context("cannot find this binary's path (pass --bin-dir)")?
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .context("this binary has no directory (pass --bin-dir)")?,
-    };
+    let bin_dir = bin_dir(a.bin_dir)?;
     let mut o = bench::readlat::Options::new(bin_dir);
     o.size = a.size;
     o.reads = a.reads;
@@ -275,17 +260,22 @@ struct ThroughputArgs {
     check: bool,
 }
 
-fn run_throughput(a: ThroughputArgs) -> anyhow::Result<ExitCode> {
+/// `--bin-dir`, else the directory of this binary (where cargo puts the others).
+fn bin_dir(given: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     use anyhow::Context as _;
-    bench::proc::install_interrupt_handler();
-    let bin_dir = match a.bin_dir {
-        Some(d) => d,
+    match given {
+        Some(d) => Ok(d),
         None => std::env::current_exe()
             .context("cannot find this binary's path (pass --bin-dir)")?
             .parent()
             .map(std::path::Path::to_path_buf)
-            .context("this binary has no directory (pass --bin-dir)")?,
-    };
+            .context("this binary has no directory (pass --bin-dir)"),
+    }
+}
+
+fn run_throughput(a: ThroughputArgs) -> anyhow::Result<ExitCode> {
+    bench::proc::install_interrupt_handler();
+    let bin_dir = bin_dir(a.bin_dir)?;
     let mut o = bench::throughput::Options::new(bin_dir);
     if a.quick {
         o = o.quick();
