@@ -2227,3 +2227,136 @@ fn export_serves_the_disk_during_and_after_the_stream() {
     );
     println!("{}", line_with(&c.log(), "export stopped"));
 }
+
+// ---------------------------------------------------------------------------
+// k. learning the boot order inside a session (serve --learn)
+
+/// `serve --learn` with an unlearned image: client 1 (exporting) is selected,
+/// and qemu-io reads its disk in a pseudo-random order of blocks; client 2,
+/// joining meanwhile, is told to wait. When the reads go quiet the appliance
+/// writes the order as NAME.seq, repacks the stream file in place (now
+/// LEARNED, those blocks first), and client 2 gets it; both end with the exact
+/// image.
+#[test]
+fn serve_learns_the_boot_order_from_the_first_client() {
+    let _serial = privileged!();
+    if Command::new("qemu-io").arg("--version").output().is_err() {
+        println!("skipping: qemu-io is missing (scripts/setup installs qemu-utils)");
+        return;
+    }
+    let tb = Testbed::new("learn", 2, false);
+    let img = Image::new(8, 12);
+    let group = Ipv4Addr::new(239, 77, 12, 1);
+    let app = serve(
+        &tb,
+        &img,
+        group,
+        &[
+            "--learn",
+            "--learn-quiet",
+            "2",
+            "--min-clients",
+            "1",
+            "--max-wait",
+            "2",
+            "--rate",
+            "200M",
+        ],
+    );
+    let sock = img.dir.path().join("learner.sock");
+    let mut c1 = client(
+        &tb,
+        &img,
+        1,
+        &["--export", &format!("nbd:{}", sock.display())],
+    );
+    assert!(
+        c1.wait_for("exporting the image over NBD", 1, Duration::from_secs(15)),
+        "the learner did not export:\n{}\n{}",
+        c1.log(),
+        app.log()
+    );
+    assert!(
+        app.log().contains("learning the boot order"),
+        "{}",
+        app.log()
+    );
+    let mut c2 = client(&tb, &img, 2, &[]);
+    assert!(
+        c2.wait_for(
+            "waiting: the appliance is learning",
+            1,
+            Duration::from_secs(10)
+        ),
+        "client 2 was not told to wait:\n{}",
+        c2.log()
+    );
+    // The boot: 24 pseudo-random 4 KiB blocks of the 2048, one repeated.
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let mut blocks: Vec<u64> = (0..24).map(|_| rng.gen_range(0..2048)).collect();
+    blocks.push(blocks[3]);
+    let uri = format!("nbd+unix:///streamer?socket={}", sock.display());
+    let mut args: Vec<String> = strings(&["qemu-io", "-f", "raw", &uri]);
+    for b in &blocks {
+        args.push("-c".into());
+        args.push(format!("read {} 4096", b * 4096));
+    }
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out) = qemu(&argv);
+    assert!(ok && !out.contains("fail"), "qemu-io: {out}");
+    // Quiet for 2 s: learned, repacked, client 2 streams.
+    for (i, c) in [(1, &mut c1), (2, &mut c2)] {
+        assert!(
+            c.wait_for("every block", 1, Duration::from_secs(30))
+                || c.wait_for("wrote", 1, Duration::from_secs(1)),
+            "client {i} did not finish:\n{}\n{}",
+            c.log(),
+            app.log()
+        );
+    }
+    assert_eq!(c2.code(Duration::from_secs(10)), 0, "{}", c2.log());
+    img.assert_exact(2);
+    c1.terminate();
+    assert_eq!(c1.code(Duration::from_secs(10)), 0, "{}", c1.log());
+    img.assert_exact(1);
+    let log = app.log();
+    assert!(log.contains("repacked"), "{log}");
+    // The order on disk: first reads, each block once, consecutive ones merged.
+    let mut want: Vec<(u64, u64)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for &b in &blocks {
+        if seen.insert(b) {
+            match want.last_mut() {
+                Some((f, n)) if *f + *n == b * 8 => *n += 8,
+                _ => want.push((b * 8, 8)),
+            }
+        }
+    }
+    let seq = img.stream.with_extension("seq");
+    let text = sh(&[
+        &bins().streamer.display().to_string(),
+        "sequence",
+        "export",
+        &seq.display().to_string(),
+    ]);
+    let got: Vec<(u64, u64)> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let mut w = l.split_whitespace().map(|x| x.parse::<u64>().unwrap());
+            (w.next().unwrap(), w.next().unwrap())
+        })
+        .collect();
+    assert_eq!(got, want, "{log}");
+    let inspect = sh(&[
+        &bins().streamer.display().to_string(),
+        "inspect",
+        "--json",
+        &img.stream.display().to_string(),
+    ]);
+    assert!(
+        inspect.contains("LEARNED") || inspect.contains("learned"),
+        "{inspect}"
+    );
+    println!("{}", line_with(&log, "learned a boot order"));
+}

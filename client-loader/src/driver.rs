@@ -320,6 +320,11 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report, RunError> {
                     }
                     group = Some(group_socket(g, port, iface)?);
                 }
+                ReceiverEvent::Waiting(why) => {
+                    if opts.progress {
+                        eprintln!("client-loader: waiting: {why}");
+                    }
+                }
                 ReceiverEvent::Evicted(why) => {
                     evicted = true;
                     if let Some(bar) = &mut bar {

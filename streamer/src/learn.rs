@@ -25,6 +25,8 @@ use streamer_nbd::{Base, Error, Listen};
 struct Order {
     /// One bit per sector: read before.
     seen: Vec<u64>,
+    /// Sectors in the image.
+    sectors: u64,
     extents: Vec<SectorExtent>,
 }
 
@@ -45,6 +47,7 @@ impl Recorder {
         Recorder {
             order: Mutex::new(Order {
                 seen: vec![0; sectors.div_ceil(64) as usize],
+                sectors,
                 extents: Vec::new(),
             }),
             reads: AtomicU64::new(0),
@@ -61,7 +64,7 @@ impl Recorder {
         let s = u64::from(SECTOR_SIZE);
         let Ok(mut o) = self.order.lock() else { return };
         let o = &mut *o;
-        for sector in offset / s..(offset + len).div_ceil(s) {
+        for sector in offset / s..(offset.saturating_add(len)).div_ceil(s).min(o.sectors) {
             let (w, bit) = ((sector / 64) as usize, 1u64 << (sector % 64));
             match o.seen.get_mut(w) {
                 Some(word) if *word & bit == 0 => *word |= bit,

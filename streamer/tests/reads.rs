@@ -3,7 +3,7 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
-use streamer::session::{BlockIndex, Config, Engine, ImageSpec, Sample};
+use streamer::session::{BlockIndex, Config, Engine, Event, ImageSpec, Sample};
 use streamer::stream_file::{pack, NoProgress, PackOptions, StreamFile};
 use streamer_common::sequence::SectorExtent;
 use streamer_common::stream_file::HEADER_LEN;
@@ -432,4 +432,220 @@ fn learn_records_a_scripted_readers_order() {
         .flat_map(|e| e.first..e.first + e.count)
         .collect();
     assert_eq!(&stream[..blocks.len()], &blocks[..]);
+}
+
+fn learning_engine(f: &StreamFile) -> Engine {
+    let mut header = [0u8; HEADER_LEN];
+    header.copy_from_slice(&f.as_bytes()[..HEADER_LEN]);
+    let spec = ImageSpec {
+        name: "img".into(),
+        header,
+        file_len: f.as_bytes().len() as u64,
+        group: Ipv4Addr::new(239, 77, 0, 1),
+        data_port: DATA_PORT,
+        blocks: BlockIndex::new(f.header(), f.extents()),
+    };
+    let cfg = Config {
+        learn: true,
+        learn_quiet: core::time::Duration::from_secs(2),
+        ..Config::default()
+    };
+    Engine::new(cfg, vec![spec])
+}
+
+/// Runs the engine from `from` to `to` (1 ms steps), feeding nothing; returns
+/// the DATA first-pass stream-file offsets sent per session, and the events.
+fn run_engine(
+    e: &mut Engine,
+    from: Instant,
+    to: Instant,
+) -> (std::collections::HashMap<u32, Vec<u64>>, Vec<Event>) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut data: std::collections::HashMap<u32, Vec<u64>> = Default::default();
+    let mut events = Vec::new();
+    let mut t = from;
+    while t < to {
+        if e.poll_timeout().is_some_and(|x| x <= t) {
+            e.handle_timeout(t);
+        }
+        while let Some(tx) = e.poll_transmit(t, &mut buf) {
+            if let (Some(p), true) = (tx.payload, tx.multicast) {
+                data.entry(tx.session).or_default().push(p.offset);
+            }
+        }
+        events.extend(std::iter::from_fn(|| e.poll_event()));
+        t += core::time::Duration::from_millis(1);
+    }
+    (data, events)
+}
+
+/// `serve --learn` in the engine: the first client is the learner and gets
+/// only the metadata, the next is told to wait; the learner's READs, in a
+/// pseudo-random order, become the learned order; the file repacked with it
+/// serves the next JOIN, whose first pass follows that order, while the
+/// learner's own session streams it the rest.
+#[test]
+fn a_session_learns_the_boot_order_from_its_first_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocks = 48u64;
+    let image = image_bytes(blocks as usize * BS - 100, 11);
+    let f = packed(dir.path(), &image, None, false);
+    let path = dir.path().join("image.stream");
+    let mut e = learning_engine(&f);
+    let (session, member) = join(&mut e, client(1), 1);
+    // The second client waits.
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let n = Message::Join(JoinRepr {
+        client_id: 2,
+        capacity: u64::MAX,
+        image: "img",
+    })
+    .emit(0, &mut buf)
+    .unwrap();
+    e.handle_packet(Instant::ZERO, client(2), &buf[..n]);
+    let waits: Vec<_> = std::iter::from_fn(|| e.poll_transmit(Instant::ZERO, &mut buf))
+        .filter(|t| t.dest == client(2))
+        .collect();
+    assert_eq!(waits.len(), 1);
+    // Only the metadata is streamed to the learner, however long it waits.
+    let (data, events) = run_engine(&mut e, Instant::ZERO, Instant::from_millis(1500));
+    assert!(events
+        .iter()
+        .any(|ev| matches!(ev, Event::LearningStarted { .. })));
+    let meta = f.header().data_offset;
+    let sent = &data[&session];
+    assert_eq!(sent.len() as u64, meta.div_ceil(1400), "{sent:?}");
+    assert!(sent.iter().all(|&o| o < meta));
+
+    // The learner reads; its order, deduplicated and merged, is learned.
+    let mut order: Vec<u64> = (0..blocks).collect();
+    let mut x = 0x1234_5678_9abc_def1u64;
+    for i in (1..order.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        order.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let reads: Vec<(u64, u16)> = order[..12]
+        .iter()
+        .map(|&b| (b, 1))
+        .chain([(order[0], 1), (40, 3), (41, 4)])
+        .collect();
+    let mut want: Vec<(u64, u64)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for &(b, c) in &reads {
+        for k in b..(b + u64::from(c)).min(blocks) {
+            if seen.insert(k) {
+                match want.last_mut() {
+                    Some((f0, n)) if *f0 + *n == k => *n += 1,
+                    _ => want.push((k, 1)),
+                }
+            }
+        }
+    }
+    let t0 = Instant::from_millis(1500);
+    for (i, &(block, count)) in reads.iter().enumerate() {
+        read(
+            &mut e,
+            client(1),
+            session,
+            ReadRepr {
+                member,
+                tag: i as u32,
+                block,
+                count,
+            },
+        );
+    }
+    let _ = replies(&mut e, &f, Some(client(1)));
+    let (data, events) = run_engine(&mut e, t0, t0 + core::time::Duration::from_millis(2500));
+    let learned = events
+        .iter()
+        .find_map(|ev| match ev {
+            Event::Learned { blocks, index, .. } => Some((*index, blocks.clone())),
+            _ => None,
+        })
+        .expect("no Learned event");
+    assert_eq!(learned, (0, want.clone()));
+    // Learning over, the learner's session streams it the rest.
+    assert!(data
+        .get(&session)
+        .is_some_and(|d| d.iter().any(|&o| o >= meta)));
+
+    // The driver's part: repack, put the new file in service.
+    let seq = streamer::stream_file::relearn(&f, &path, &learned.1).unwrap();
+    assert!(seq.exists());
+    let nf = StreamFile::open(&path).unwrap();
+    let spec = {
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(&nf.as_bytes()[..HEADER_LEN]);
+        ImageSpec {
+            name: "img".into(),
+            header,
+            file_len: nf.as_bytes().len() as u64,
+            group: Ipv4Addr::new(239, 77, 0, 1),
+            data_port: DATA_PORT,
+            blocks: BlockIndex::new(nf.header(), nf.extents()),
+        }
+    };
+    assert!(spec.learned());
+    assert_eq!(e.relearned(0, spec), 1);
+    // The waiting client's next JOIN gets the learned file, in its order.
+    let (s2, _) = join(&mut e, client(2), 2);
+    assert_ne!(s2, session);
+    e.start_now(Instant::from_millis(5000), None);
+    let t1 = Instant::from_millis(5000);
+    let (data, _) = run_engine(&mut e, t1, t1 + core::time::Duration::from_millis(500));
+    let idx = BlockIndex::new(nf.header(), nf.extents());
+    let by_offset: std::collections::HashMap<u64, u64> =
+        (0..blocks).map(|b| (idx.locate(b).unwrap(), b)).collect();
+    let nmeta = nf.header().data_offset;
+    let mut firsts = Vec::new();
+    for &o in &data[&s2] {
+        if o < nmeta {
+            continue;
+        }
+        let start = o - (o - nmeta) % BS as u64;
+        let b = by_offset[&start];
+        if firsts.last() != Some(&b) {
+            firsts.push(b);
+        }
+    }
+    let learned_blocks: Vec<u64> = want.iter().flat_map(|&(a, n)| a..a + n).collect();
+    assert_eq!(&firsts[..learned_blocks.len()], &learned_blocks[..]);
+    // The image itself is intact in the repacked file.
+    for b in 0..blocks {
+        let at = idx.locate(b).unwrap() as usize;
+        let len = (image.len() - b as usize * BS).min(BS);
+        assert_eq!(
+            &nf.as_bytes()[at..at + len],
+            &image[b as usize * BS..b as usize * BS + len]
+        );
+    }
+}
+
+/// A learner that reads nothing is let go and the next client is selected;
+/// after three, the image streams in image order.
+#[test]
+fn learners_that_read_nothing_give_way_then_image_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = packed(dir.path(), &image_bytes(16 * BS, 12), None, false);
+    let mut e = learning_engine(&f);
+    let mut t = Instant::ZERO;
+    for i in 1..=3u8 {
+        join(&mut e, client(i), u64::from(i));
+        let (_, events) = run_engine(&mut e, t, t + core::time::Duration::from_millis(2100));
+        t += core::time::Duration::from_millis(2100);
+        let abandoned: Vec<bool> = events
+            .iter()
+            .filter_map(|ev| match ev {
+                Event::LearningAbandoned { fallback, .. } => Some(*fallback),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(abandoned, [i == 3], "learner {i}");
+    }
+    // Now a JOIN gets an ordinary session (it would be told to wait otherwise).
+    let (s, _) = join(&mut e, client(9), 9);
+    assert!(s > 0);
 }

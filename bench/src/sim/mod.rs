@@ -572,7 +572,9 @@ impl Sim {
                     self.by_group.entry(g).or_default().push(i);
                 }
                 ReceiverEvent::Evicted(_) => c.result.evicted = true,
-                ReceiverEvent::Complete | ReceiverEvent::ManifestVerified => {}
+                ReceiverEvent::Complete
+                | ReceiverEvent::ManifestVerified
+                | ReceiverEvent::Waiting(_) => {}
                 ReceiverEvent::Finished { acknowledged } => {
                     let exact = match &c.rx {
                         Cacher::Vec(r) => r.cache().bytes() == &c.source[..],

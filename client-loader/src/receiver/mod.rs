@@ -146,6 +146,9 @@ pub enum ReceiverEvent {
     },
     /// The appliance took this client out of the group's pacing.
     Evicted(String),
+    /// The appliance asked this client to wait (it is learning the image's boot
+    /// order from another client); it keeps joining. Said once.
+    Waiting(String),
     /// The manifest verified: block hashes are known, on-demand reads can be
     /// checked (an export can start serving).
     ManifestVerified,
@@ -367,6 +370,7 @@ pub struct Receiver<C: Cache> {
     events: VecDeque<ReceiverEvent>,
     reads: Vec<PendingRead>,
     read_events: VecDeque<ReadEvent>,
+    waiting: bool,
     next_tag: u32,
     manifest_announced: bool,
     /// Counters.
@@ -403,6 +407,7 @@ impl<C: Cache> Receiver<C> {
             events: VecDeque::new(),
             reads: Vec::new(),
             read_events: VecDeque::new(),
+            waiting: false,
             next_tag: 1,
             manifest_announced: false,
             stats: ReceiverStats::default(),
@@ -517,10 +522,21 @@ impl<C: Cache> Receiver<C> {
         }
         let Some(g) = self.geo else {
             // Before WELCOME only a refusal matters; an eviction notice means our
-            // WELCOME was lost, and the next JOIN brings it again.
+            // WELCOME was lost, and the next JOIN brings it again. "Unavailable"
+            // means wait (the appliance is learning the boot order from another
+            // client): keep joining, the join timeout starts again.
             if let Message::Error(e) = msg {
-                if e.code != ErrorCode::Evicted {
-                    self.fail(ReceiveError::Refused(e.text.to_string()));
+                match e.code {
+                    ErrorCode::Evicted => {}
+                    ErrorCode::Unavailable if self.state == State::Joining => {
+                        self.join_started = now;
+                        if !self.waiting {
+                            self.waiting = true;
+                            self.events
+                                .push_back(ReceiverEvent::Waiting(e.text.to_string()));
+                        }
+                    }
+                    _ => self.fail(ReceiveError::Refused(e.text.to_string())),
                 }
             }
             return;

@@ -62,6 +62,20 @@ pub(crate) struct Args {
     /// invitation period).
     #[arg(long, default_value_t = 5.0)]
     max_wait: f64,
+    /// Learn the boot order of an image packed without one: the first client
+    /// to join (booting from `client-loader --export`) teaches it by its
+    /// on-demand reads while the others wait; the stream file is then repacked
+    /// in place (its sequence written next to it as NAME.seq) and streamed in
+    /// that order.
+    #[arg(long)]
+    learn: bool,
+    /// With --learn: learning ends once the learner read nothing for this
+    /// many seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    learn_quiet: f64,
+    /// With --learn: learning ends after this many seconds in any case.
+    #[arg(long, default_value_t = 600.0, value_name = "SECS")]
+    learn_timeout: f64,
     /// Stream-file bytes per DATA packet (keep headers + payload within the MTU).
     #[arg(long, default_value_t = 1400)]
     payload: u16,
@@ -181,6 +195,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         max_wait: Duration::from_secs_f64(args.max_wait.max(0.0)),
         mcast_threshold: args.mcast_threshold.max(1),
         stall_timeout: Duration::from_secs_f64(args.stall_timeout.max(0.01)),
+        learn: args.learn,
+        learn_quiet: Duration::from_secs_f64(args.learn_quiet.max(0.1)),
+        learn_timeout: Duration::from_secs_f64(args.learn_timeout.max(1.0)),
         ..Default::default()
     };
     if usize::from(args.payload) + streamer_common::wire::DATA_HEADER_LEN > 65_507

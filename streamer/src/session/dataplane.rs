@@ -31,6 +31,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use streamer_common::wire::DATA_HEADER_LEN;
 
+/// The stream files packets refer to, by index. Append-only: a relearned
+/// image's new file is added while older sessions keep sending from theirs.
+pub type Files = Arc<std::sync::RwLock<Vec<Arc<StreamFile>>>>;
+
 /// Packets per batch: enough for one GSO run of full-size datagrams, and more.
 pub const MAX_BATCH: usize = 64;
 /// Datagrams per GSO message (the kernel allows 64 on every version with GSO).
@@ -149,7 +153,7 @@ impl DataPlane {
     /// `want`, why.
     pub fn start(
         socket: &impl AsRawFd,
-        files: Arc<Vec<StreamFile>>,
+        files: Files,
         want: Mode,
     ) -> io::Result<(DataPlane, Option<String>)> {
         let fd = nix::unistd::dup(socket.as_raw_fd()).map_err(io::Error::from)?;
@@ -353,7 +357,7 @@ impl Scratch {
     }
 
     /// Fills one msghdr per run of `packets`; returns how many.
-    fn build(&mut self, packets: &[Packet], files: &[StreamFile], gso: bool) -> usize {
+    fn build(&mut self, packets: &[Packet], files: &[Arc<StreamFile>], gso: bool) -> usize {
         runs(packets, gso, &mut self.runs);
         for (k, p) in packets.iter().enumerate() {
             let payload: &[u8] = files
@@ -414,7 +418,7 @@ impl Scratch {
 /// The data thread: sends every batch, returns it to the pool.
 fn run(
     fd: OwnedFd,
-    files: Arc<Vec<StreamFile>>,
+    files: Files,
     mode: Mode,
     full: Receiver<Batch>,
     empty: Sender<Batch>,
@@ -427,6 +431,8 @@ fn run(
     };
     let raw = fd.as_raw_fd();
     for mut batch in full.iter() {
+        // Held while the batch's messages point into the files' mappings.
+        let files = files.read().unwrap_or_else(|e| e.into_inner());
         let n = scratch.build(&batch.packets, &files, mode != Mode::Plain);
         if mode != Mode::Plain {
             stats.gso_messages += scratch.runs.iter().filter(|r| r.len() > 1).count() as u64;
@@ -435,6 +441,7 @@ fn run(
             Some(ring) => send_uring(ring, raw, &mut scratch, n, &mut stats),
             None => send_each(raw, &scratch, 0..n, &mut stats),
         }
+        drop(files);
         batch.packets.clear();
         let _ = empty.try_send(batch);
     }

@@ -122,6 +122,47 @@ fn sockerr(what: &'static str) -> impl FnOnce(io::Error) -> ServeError {
     move |source| ServeError::Socket { what, source }
 }
 
+/// The engine's view of a stream file.
+fn spec_of(name: &str, f: &StreamFile, group: Ipv4Addr, data_port: u16) -> ImageSpec {
+    let mut header = [0u8; HEADER_LEN];
+    header.copy_from_slice(&f.as_bytes()[..HEADER_LEN]);
+    ImageSpec {
+        name: name.to_string(),
+        header,
+        file_len: f.as_bytes().len() as u64,
+        group,
+        data_port,
+        blocks: crate::session::BlockIndex::new(f.header(), f.extents()),
+    }
+}
+
+/// A relearned stream file, or why it could not be made.
+type Relearned = (usize, Result<(StreamFile, PathBuf), String>);
+
+/// Writes the learned order and repacks image `index`'s file at `path` on a
+/// thread of its own (it reads and writes the whole image); the result comes
+/// back on `done`.
+fn spawn_relearn(
+    index: usize,
+    old: Arc<StreamFile>,
+    path: PathBuf,
+    blocks: Vec<(u64, u64)>,
+    done: std::sync::mpsc::Sender<Relearned>,
+) {
+    let _ = std::thread::Builder::new()
+        .name("streamer-relearn".into())
+        .spawn(move || {
+            let r = crate::stream_file::relearn(&old, &path, &blocks)
+                .map_err(|e| format!("{e:#}"))
+                .and_then(|seq| {
+                    StreamFile::open(&path)
+                        .map(|f| (f, seq))
+                        .map_err(|e| format!("cannot open the repacked {}: {e}", path.display()))
+                });
+            let _ = done.send((index, r));
+        });
+}
+
 /// Opens every image and builds the engine's view of them.
 fn open_images(opts: &ServeOptions) -> Result<(Vec<ImageSpec>, Vec<StreamFile>), ServeError> {
     if opts.images.is_empty() {
@@ -145,14 +186,7 @@ fn open_images(opts: &ServeOptions) -> Result<(Vec<ImageSpec>, Vec<StreamFile>),
                 "{group} is not a multicast address"
             )));
         }
-        specs.push(ImageSpec {
-            name: name.clone(),
-            header,
-            file_len: f.as_bytes().len() as u64,
-            group,
-            data_port: opts.data_port,
-            blocks: crate::session::BlockIndex::new(f.header(), f.extents()),
-        });
+        specs.push(spec_of(name, &f, group, opts.data_port));
         files.push(f);
     }
     Ok((specs, files))
@@ -244,7 +278,9 @@ pub fn serve(opts: &ServeOptions, stop: &AtomicBool) -> Result<Vec<SessionReport
     let mut next_drop_check = std::time::Instant::now() + Duration::from_secs(1);
     // The socket stays blocking for the data thread (a full send buffer makes
     // it wait, not drop); this thread reads and writes it with MSG_DONTWAIT.
-    let files = Arc::new(files);
+    let files: super::dataplane::Files = Arc::new(std::sync::RwLock::new(
+        files.into_iter().map(Arc::new).collect(),
+    ));
     let (plane, why) = DataPlane::start(&sock, Arc::clone(&files), opts.data_plane)
         .map_err(sockerr("starting the data thread"))?;
     eprintln!(
@@ -282,6 +318,13 @@ pub fn serve(opts: &ServeOptions, stop: &AtomicBool) -> Result<Vec<SessionReport
     }
     let mut metrics = Metrics::default();
     let mut next_render = std::time::Instant::now();
+    // Per engine image (relearned versions are appended): name, path, group.
+    let mut meta: Vec<(String, PathBuf, Ipv4Addr)> = specs
+        .iter()
+        .zip(&opts.images)
+        .map(|(s, (_, p))| (s.name.clone(), p.clone(), s.group))
+        .collect();
+    let (relearn_tx, relearn_rx) = std::sync::mpsc::channel::<Relearned>();
     let mut engine = Engine::new(opts.config.clone(), specs);
     let clock = Clock(std::time::Instant::now());
     let mut reports = Vec::new();
@@ -328,6 +371,32 @@ pub fn serve(opts: &ServeOptions, stop: &AtomicBool) -> Result<Vec<SessionReport
                 }
             }
         }
+        while let Ok((index, r)) = relearn_rx.try_recv() {
+            match r {
+                Ok((f, seq)) => {
+                    let (name, path, group) = meta[index].clone();
+                    let spec = spec_of(&name, &f, group, opts.data_port);
+                    let mut list = files.write().unwrap_or_else(|e| e.into_inner());
+                    list.push(Arc::new(f));
+                    let at = engine.relearned(index, spec);
+                    debug_assert_eq!(at + 1, list.len());
+                    drop(list);
+                    eprintln!(
+                        "streamer: {name:?}: repacked {} in the learned order (sequence in {}); waiting clients get it now",
+                        path.display(),
+                        seq.display()
+                    );
+                    meta.push((name, path, group));
+                }
+                Err(e) => {
+                    engine.relearn_failed(index);
+                    eprintln!(
+                        "streamer: {:?}: could not repack in the learned order, streaming in image order: {e}",
+                        meta[index].0
+                    );
+                }
+            }
+        }
         let now = clock.now();
         if engine.poll_timeout().is_some_and(|t| t <= now) {
             engine.handle_timeout(now);
@@ -348,6 +417,23 @@ pub fn serve(opts: &ServeOptions, stop: &AtomicBool) -> Result<Vec<SessionReport
                     }
                 }
                 Event::MemberDone { elapsed, .. } => metrics.completion.record(elapsed),
+                Event::Learned { index, blocks, .. } => {
+                    let old = files
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(index)
+                        .cloned();
+                    match old {
+                        Some(old) => spawn_relearn(
+                            index,
+                            old,
+                            meta[index].1.clone(),
+                            blocks,
+                            relearn_tx.clone(),
+                        ),
+                        None => engine.relearn_failed(index),
+                    }
+                }
                 Event::SessionComplete { report, .. } => {
                     metrics.closed.absorb(&report.stats);
                     metrics.sessions_completed += 1;
@@ -374,6 +460,7 @@ pub fn serve(opts: &ServeOptions, stop: &AtomicBool) -> Result<Vec<SessionReport
             // here, not behind the DATA queued for the data thread (which
             // takes it only if the socket buffer is full).
             if tx.get(3) == Some(&(MessageType::ReadReply as u8)) {
+                let files = files.read().unwrap_or_else(|e| e.into_inner());
                 let data = files.get(t.image).and_then(|f| {
                     f.as_bytes()
                         .get(p.offset as usize..p.offset as usize + p.len)
@@ -636,6 +723,39 @@ fn log_event(ev: &Event, verbose: bool) {
         } => {
             eprintln!("streamer: session {session}: member {member} (client {client_id:#x}) evicted: {reason}");
         }
+        Event::LearningStarted {
+            session,
+            image,
+            client_id,
+            addr,
+        } => eprintln!(
+            "streamer: session {session}: learning the boot order of {image:?} from client {client_id:#x} at {addr} (others wait)"
+        ),
+        Event::Learned {
+            image,
+            blocks,
+            reads,
+            client_id,
+            why,
+            ..
+        } => eprintln!(
+            "streamer: {image:?}: learned a boot order of {} blocks in {} extents from {reads} reads of client {client_id:#x} ({why}); repacking",
+            blocks.iter().map(|b| b.1).sum::<u64>(),
+            blocks.len()
+        ),
+        Event::LearningAbandoned {
+            image,
+            client_id,
+            why,
+            fallback,
+        } => eprintln!(
+            "streamer: {image:?}: no boot order from client {client_id:#x} ({why}); {}",
+            if *fallback {
+                "streaming in image order"
+            } else {
+                "the next client to join will be selected"
+            }
+        ),
         Event::Unlearned { session, image } => {
             eprintln!("streamer: session {session}: {image:?} has no learned boot sequence; streaming in image order (learn one with `streamer learn`, then pack with --sequence)");
         }

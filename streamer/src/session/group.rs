@@ -93,6 +93,12 @@ pub(crate) struct Session {
     pub(crate) ack_rtts: Vec<Duration>,
     /// First NAK for a packet → its repair sent, since the last drain.
     pub(crate) repair_latencies: Vec<Duration>,
+    /// While its one member's reads teach the boot order: the first pass stops
+    /// here (the stream file's metadata, which the member needs to verify what
+    /// it reads), and no one else joins. `None`: an ordinary session.
+    learn_limit: Option<u32>,
+    /// Takes no more members (a learner's session, also after learning).
+    private: bool,
 }
 
 /// Latency samples kept between two drains by the driver; more are dropped.
@@ -145,16 +151,44 @@ impl Session {
             next_welcome: Instant::FAR_FUTURE,
             ack_rtts: Vec::new(),
             repair_latencies: Vec::new(),
+            learn_limit: None,
+            private: false,
             cfg,
         }
     }
 
     /// Whether a JOIN for this session's image should land here.
     pub(crate) fn accepts_members(&self) -> bool {
-        matches!(
-            self.phase,
-            Phase::Inviting | Phase::Streaming | Phase::Ending
-        )
+        !self.private
+            && matches!(
+                self.phase,
+                Phase::Inviting | Phase::Streaming | Phase::Ending
+            )
+    }
+
+    /// Makes this a learner's session: streaming starts at once, stops after
+    /// the stream file's metadata (the first `metadata_bytes`) until
+    /// [`Self::end_learning`], and takes no other member.
+    pub(crate) fn begin_learning(
+        &mut self,
+        now: Instant,
+        metadata_bytes: u64,
+        events: &mut VecDeque<Event>,
+    ) {
+        let limit = metadata_bytes.div_ceil(u64::from(self.cfg.payload)) as u32;
+        self.learn_limit = Some(limit.min(self.total));
+        self.private = true;
+        self.start(now, events);
+    }
+
+    /// Learning is over: the learner's first pass goes on to the end.
+    pub(crate) fn end_learning(&mut self) {
+        self.learn_limit = None;
+    }
+
+    /// Where the first pass stops for now.
+    fn pass_end(&self) -> u32 {
+        self.learn_limit.unwrap_or(self.total)
     }
 
     fn packet_len(&self, seq: u32) -> usize {
@@ -518,7 +552,7 @@ impl Session {
                     t = t.min(d.max(self.pacer.next_ready(self.max_packet())));
                 }
                 let data_waiting = self.phase == Phase::Streaming
-                    && self.next_seq < self.min_credit.min(self.total);
+                    && self.next_seq < self.min_credit.min(self.pass_end());
                 if data_waiting || self.planner.has_bulk() {
                     // Wake for a batch, not a packet: the tokens accrue either
                     // way (the rate holds), and the data plane gets GSO trains
@@ -641,7 +675,7 @@ impl Session {
         let first_pass = self.phase == Phase::Streaming;
         let can_new = first_pass
             && now >= self.stream_from
-            && self.next_seq < self.total
+            && self.next_seq < self.pass_end()
             && self.credit_allows();
         // Expected members missing any one packet: from what ackers report, and from
         // how many packets small NAKs name per packet sent (late joiners' bulk
@@ -711,7 +745,7 @@ impl Session {
         } else {
             if first_pass
                 && now >= self.stream_from
-                && self.next_seq < self.total
+                && self.next_seq < self.pass_end()
                 && self.stall_since.is_none()
             {
                 self.stall_since = Some(now);

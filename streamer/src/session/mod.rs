@@ -34,6 +34,7 @@
 pub mod dataplane;
 pub mod driver;
 mod group;
+pub mod learning;
 pub mod ranges;
 mod rate;
 pub mod reads;
@@ -98,6 +99,13 @@ pub struct Config {
     /// How long a session whose members all said DONE stays to answer repeated
     /// DONEs (their DONE_ACK lost).
     pub done_linger: Duration,
+    /// Learn the boot order of an image packed without one from the first
+    /// client that joins (see [`learning`]).
+    pub learn: bool,
+    /// Learning ends once the learner has read nothing for this long.
+    pub learn_quiet: Duration,
+    /// Learning ends after this long in any case.
+    pub learn_timeout: Duration,
 }
 
 impl Default for Config {
@@ -122,6 +130,9 @@ impl Default for Config {
             end_patience: Duration::from_secs(3),
             linger: Duration::from_secs(10),
             done_linger: Duration::from_secs(2),
+            learn: false,
+            learn_quiet: Duration::from_secs(10),
+            learn_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -141,6 +152,19 @@ pub struct ImageSpec {
     pub data_port: u16,
     /// Where each image block lies in the stream file (for on-demand READ).
     pub blocks: BlockIndex,
+}
+
+impl ImageSpec {
+    /// The stream file's header, parsed.
+    pub fn stream_header(&self) -> Option<stream_file::StreamHeader> {
+        stream_file::StreamHeader::parse(&self.header).ok()
+    }
+
+    /// Whether the stream file carries a learned (or imported) boot order.
+    pub fn learned(&self) -> bool {
+        self.stream_header()
+            .is_some_and(|h| h.flags.contains(stream_file::FileFlags::LEARNED))
+    }
 }
 
 /// Where a DATA payload comes from: a byte range of the session's stream file.
@@ -398,14 +422,51 @@ pub enum Event {
         report: Box<SessionReport>,
     },
     /// A session opened for an image that was packed without a learned sequence
-    /// (it streams in image order). Learning happens offline (`streamer learn`,
-    /// patent steps 426–430); learning inside a session (select one member,
-    /// record its READs, repack, then stream) is not built yet.
+    /// (`--learn` off, or learning given up): it streams in image order.
     Unlearned {
         /// Session.
         session: u32,
         /// Image name.
         image: String,
+    },
+    /// A client was selected to teach an image's boot order.
+    LearningStarted {
+        /// Its session.
+        session: u32,
+        /// Image name.
+        image: String,
+        /// Its own id.
+        client_id: u64,
+        /// Its address.
+        addr: SocketAddrV4,
+    },
+    /// The learner's reads gave a boot order: write it and repack the stream
+    /// file, then call [`Engine::relearned`] (or [`Engine::relearn_failed`]).
+    Learned {
+        /// Image name.
+        image: String,
+        /// The image's index (as [`Transmit::image`]).
+        index: usize,
+        /// Image blocks in boot order: (first, count).
+        blocks: Vec<(u64, u64)>,
+        /// READs recorded.
+        reads: u64,
+        /// The learner's own id.
+        client_id: u64,
+        /// Why learning ended.
+        why: &'static str,
+    },
+    /// A learner was let go without a boot order.
+    LearningAbandoned {
+        /// Image name.
+        image: String,
+        /// The learner's own id.
+        client_id: u64,
+        /// Why.
+        why: &'static str,
+        /// Whether the image now streams in image order (else the next client
+        /// to join is selected).
+        fallback: bool,
     },
     /// A JOIN named an image this appliance does not serve.
     UnknownImage {
@@ -450,6 +511,13 @@ pub struct Engine {
     errors: VecDeque<(SocketAddrV4, ErrorCode, String)>,
     rr: usize,
     reads: reads::ReadService,
+    learning: Vec<learning::Learning>,
+    /// Per image: replaced by a relearned version (JOINs skip it).
+    superseded: Vec<bool>,
+    /// Per image: learned, or given up on (it streams as it is).
+    settled: Vec<bool>,
+    /// Per image: learners let go without a boot order.
+    learners_tried: Vec<u32>,
     /// Input counters.
     pub input: InputStats,
 }
@@ -457,9 +525,14 @@ pub struct Engine {
 impl Engine {
     /// An engine serving `images` (the first is the default).
     pub fn new(cfg: Config, images: Vec<ImageSpec>) -> Self {
+        let n = images.len();
         Engine {
             cfg: Arc::new(cfg),
             images: images.into_iter().map(Arc::new).collect(),
+            learning: Vec::new(),
+            superseded: vec![false; n],
+            settled: vec![false; n],
+            learners_tried: vec![0; n],
             sessions: Vec::new(),
             next_session: 1,
             events: VecDeque::new(),
@@ -512,6 +585,11 @@ impl Engine {
             }
             Message::Read(r) => {
                 self.input.accepted += 1;
+                if let Some(l) = self.learning.iter_mut().find(|l| {
+                    l.session == session && l.member == r.member && l.addr == from && !l.repacking
+                }) {
+                    l.record(now, r.block, u64::from(r.count));
+                }
                 self.reads.on_read(now, session, from, &r);
             }
             _ => self.input.unexpected += 1,
@@ -526,12 +604,14 @@ impl Engine {
         capacity: u64,
         image: &str,
     ) {
-        let Some(img) = (if image.is_empty() {
-            self.images.first().cloned()
-        } else {
-            self.images.iter().find(|i| i.name == image).cloned()
-        }) else {
-            let served: Vec<&str> = self.images.iter().map(|i| i.name.as_str()).collect();
+        let Some(index) = self.lookup(image) else {
+            let served: Vec<&str> = self
+                .images
+                .iter()
+                .zip(&self.superseded)
+                .filter(|(_, &sup)| !sup)
+                .map(|(i, _)| i.name.as_str())
+                .collect();
             self.errors.push_back((
                 from,
                 ErrorCode::UnknownImage,
@@ -546,6 +626,24 @@ impl Engine {
             });
             return;
         };
+        let img = self.images[index].clone();
+        if self.cfg.learn && !img.learned() && !self.settled[index] {
+            if let Some(l) = self.learning.iter().find(|l| l.image == index) {
+                if !(l.client_id == client_id && l.addr == from) {
+                    self.errors.push_back((
+                        from,
+                        ErrorCode::Unavailable,
+                        format!(
+                            "the appliance is learning the boot order of {:?} from another client; keep joining",
+                            img.name
+                        ),
+                    ));
+                    return;
+                }
+            } else {
+                return self.start_learning(now, index, from, client_id, capacity);
+            }
+        }
         let idx = match self
             .sessions
             .iter()
@@ -557,17 +655,163 @@ impl Engine {
                 self.next_session = self.next_session.wrapping_add(1).max(1);
                 self.sessions
                     .push(Session::new(id, img.clone(), self.cfg.clone(), now));
+                if !img.learned() {
+                    self.events.push_back(Event::Unlearned {
+                        session: id,
+                        image: img.name.clone(),
+                    });
+                }
                 self.sessions.len() - 1
             }
         };
+        // A learner's repeated JOIN lands in its own (private) session.
+        let idx = self
+            .learning
+            .iter()
+            .find(|l| l.image == index && l.client_id == client_id && l.addr == from)
+            .and_then(|l| self.session_index(l.session))
+            .unwrap_or(idx);
         let member = self.sessions[idx].join(now, client_id, from, capacity, &mut self.events);
         let session = self.sessions[idx].id;
-        let index = self
-            .images
-            .iter()
-            .position(|x| Arc::ptr_eq(x, &img))
-            .unwrap_or(0);
         self.reads.register(now, session, member, from, &img, index);
+    }
+
+    /// The newest version of the image a JOIN names (empty: the first image).
+    fn lookup(&self, name: &str) -> Option<usize> {
+        let name = if name.is_empty() {
+            self.images.first()?.name.as_str()
+        } else {
+            name
+        };
+        self.images
+            .iter()
+            .zip(&self.superseded)
+            .rposition(|(i, &sup)| !sup && i.name == name)
+    }
+
+    /// Selects the client joining from `from` to teach image `index`'s order.
+    fn start_learning(
+        &mut self,
+        now: Instant,
+        index: usize,
+        from: SocketAddrV4,
+        client_id: u64,
+        capacity: u64,
+    ) {
+        let img = self.images[index].clone();
+        let Some(h) = img.stream_header() else {
+            self.settled[index] = true;
+            return;
+        };
+        let id = self.next_session;
+        self.next_session = self.next_session.wrapping_add(1).max(1);
+        let mut s = Session::new(id, img.clone(), self.cfg.clone(), now);
+        let member = s.join(now, client_id, from, capacity, &mut self.events);
+        s.begin_learning(now, h.data_offset, &mut self.events);
+        self.sessions.push(s);
+        self.reads.register(now, id, member, from, &img, index);
+        self.learning.push(learning::Learning::new(
+            index,
+            id,
+            member,
+            client_id,
+            from,
+            h.block_count,
+            now,
+        ));
+        self.events.push_back(Event::LearningStarted {
+            session: id,
+            image: img.name.clone(),
+            client_id,
+            addr: from,
+        });
+    }
+
+    /// Ends learnings that are due (quiet, timed out, learner gone).
+    fn check_learning(&mut self, now: Instant) {
+        let (quiet, timeout) = (self.cfg.learn_quiet, self.cfg.learn_timeout);
+        let mut k = 0;
+        while k < self.learning.len() {
+            let l = &self.learning[k];
+            if l.repacking {
+                k += 1;
+                continue;
+            }
+            let session = self.session_index(l.session);
+            let gone = session.is_none_or(|i| {
+                self.sessions[i]
+                    .registry
+                    .get(l.member)
+                    .is_none_or(|m| m.evicted.is_some())
+            });
+            let why = if gone {
+                "the learner left or was evicted"
+            } else if now >= l.started + timeout {
+                "--learn-timeout passed"
+            } else if now >= l.due(quiet, timeout) {
+                if l.reads > 0 {
+                    "the learner's reads went quiet"
+                } else {
+                    "the learner read nothing (is it booting from its export?)"
+                }
+            } else {
+                k += 1;
+                continue;
+            };
+            if let Some(i) = session {
+                self.sessions[i].end_learning();
+            }
+            let image = self.images[l.image].name.clone();
+            if l.reads > 0 && !l.order.is_empty() {
+                let l = &mut self.learning[k];
+                l.repacking = true;
+                self.events.push_back(Event::Learned {
+                    image,
+                    index: l.image,
+                    blocks: l.order.clone(),
+                    reads: l.reads,
+                    client_id: l.client_id,
+                    why,
+                });
+                k += 1;
+            } else {
+                let l = self.learning.swap_remove(k);
+                self.learners_tried[l.image] += 1;
+                let fallback = self.learners_tried[l.image] >= learning::MAX_LEARNERS;
+                if fallback {
+                    self.settled[l.image] = true;
+                }
+                self.events.push_back(Event::LearningAbandoned {
+                    image,
+                    client_id: l.client_id,
+                    why,
+                    fallback,
+                });
+            }
+        }
+    }
+
+    /// The repacked stream file of image `index` is ready: it serves every JOIN
+    /// from now on (in the learned order). Returns its index, the next after
+    /// every image so far (the driver's list of files must grow the same way).
+    pub fn relearned(&mut self, index: usize, spec: ImageSpec) -> usize {
+        self.learning.retain(|l| l.image != index);
+        if let Some(s) = self.superseded.get_mut(index) {
+            *s = true;
+        }
+        self.images.push(Arc::new(spec));
+        self.superseded.push(false);
+        self.settled.push(true);
+        self.learners_tried.push(0);
+        self.images.len() - 1
+    }
+
+    /// Repacking image `index` failed: it streams in image order from now on.
+    pub fn relearn_failed(&mut self, index: usize) {
+        self.learning.retain(|l| l.image != index);
+        if let Some(s) = self.settled.get_mut(index) {
+            *s = true;
+        }
     }
 
     /// Ends the invitation period of every inviting session for `image` (all
@@ -588,6 +832,9 @@ impl Engine {
         for s in &mut self.sessions {
             s.handle_timeout(now, &mut self.events);
         }
+        if !self.learning.is_empty() {
+            self.check_learning(now);
+        }
         self.sessions.retain(|s| s.phase != Phase::Closed);
     }
 
@@ -601,7 +848,17 @@ impl Engine {
         if self.reads.has_work() {
             return Some(Instant::ZERO);
         }
-        t
+        let (quiet, timeout) = (self.cfg.learn_quiet, self.cfg.learn_timeout);
+        let learn = self
+            .learning
+            .iter()
+            .filter(|l| !l.repacking)
+            .map(|l| l.due(quiet, timeout))
+            .min();
+        match (t, learn) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next datagram to send now, written into `buf` (at least 1500 bytes; a

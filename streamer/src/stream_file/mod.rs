@@ -25,6 +25,7 @@ mod hash;
 mod open;
 mod pack;
 mod plan;
+mod relearn;
 pub mod sequence;
 mod verify;
 
@@ -32,6 +33,7 @@ pub use error::{PackError, PlanError, VerifyError};
 pub use open::StreamFile;
 pub use pack::{pack, PackOptions, Packed, DEFAULT_BLOCK_SIZE};
 pub use plan::{plan, Plan};
+pub use relearn::relearn;
 
 /// Receives progress from long operations ([`pack()`], [`StreamFile::verify`]).
 ///
