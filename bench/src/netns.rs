@@ -358,6 +358,11 @@ pub fn packed_image(
     rand_chacha::ChaCha8Rng::seed_from_u64(seed).fill_bytes(&mut image);
     let raw = dir.join("image.img");
     std::fs::write(&raw, &image).with_context(|| format!("writing {}", raw.display()))?;
+    // On disk before anything is measured: background writeback of the image
+    // would otherwise compete with the first run.
+    std::fs::File::open(&raw)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing {}", raw.display()))?;
     let stream = dir.join("image.stream");
     run(
         &[

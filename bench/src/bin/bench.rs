@@ -130,6 +130,9 @@ struct ReadlatArgs {
     /// Bytes per read.
     #[arg(long, default_value_t = 4096)]
     read_size: u32,
+    /// Reads per path before the timed ones, kept out of the percentiles.
+    #[arg(long, default_value_t = 200)]
+    warmup: usize,
     /// The stream's rate (as `streamer serve --rate`).
     #[arg(long, default_value = "200M")]
     rate: String,
@@ -154,6 +157,7 @@ fn run_readlat(a: ReadlatArgs) -> anyhow::Result<ExitCode> {
     o.size = a.size;
     o.reads = a.reads;
     o.read_size = a.read_size;
+    o.warmup = a.warmup;
     o.rate = a.rate;
     o.seed = a.seed;
     let rows = bench::readlat::run(&o, &mut |line| eprintln!("bench: {line}"))?;
