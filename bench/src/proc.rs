@@ -378,3 +378,43 @@ pub fn run_stdin(args: &[&str], input: Option<&str>, limit: Duration) -> anyhow:
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// For integration tests: builds `streamer` and `client-loader` into the
+/// calling test binary's target directory and profile (`cargo test` builds
+/// neither binary for `bench`'s tests, and a stale one would test old code);
+/// returns that directory.
+///
+/// # Panics
+/// If the test binary is not in `target/<profile>/deps` or the build fails.
+pub fn test_binaries() -> std::path::PathBuf {
+    use std::path::Path;
+    let exe = std::env::current_exe().expect("this test's path");
+    // target/<profile>/deps/NAME-HASH -> target/<profile>
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary in target/<profile>/deps")
+        .to_path_buf();
+    let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let profile_args: Vec<&str> = match profile {
+        "debug" => vec!["--profile", "test"],
+        "release" => vec!["--release"],
+        p => vec!["--profile", p],
+    };
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", "streamer", "-p", "client-loader"])
+        .args(&profile_args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(Stdio::null());
+    if let Some(t) = dir.parent() {
+        cmd.env("CARGO_TARGET_DIR", t);
+    }
+    let status = cmd.status().expect("running cargo build");
+    assert!(
+        status.success(),
+        "`cargo build -p streamer -p client-loader {}` failed",
+        profile_args.join(" ")
+    );
+    dir
+}

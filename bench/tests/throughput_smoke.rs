@@ -10,8 +10,7 @@
 //! there it runs. It builds `streamer` and `client-loader` first (into this
 //! test's target directory, same profile), as the e2e tests do.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use bench::throughput::{Options, Tool, PREFIX};
 
@@ -37,39 +36,6 @@ fn skip_reason() -> Option<String> {
     None
 }
 
-/// Builds the two binaries into this test's target directory; returns it.
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("this test's path");
-    // target/<profile>/deps/throughput_smoke-HASH -> target/<profile>
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary in target/<profile>/deps")
-        .to_path_buf();
-    let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let profile_args: Vec<&str> = match profile {
-        "debug" => vec!["--profile", "test"],
-        "release" => vec!["--release"],
-        p => vec!["--profile", p],
-    };
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", "streamer", "-p", "client-loader"])
-        .args(&profile_args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null());
-    if let Some(t) = dir.parent() {
-        cmd.env("CARGO_TARGET_DIR", t);
-    }
-    let status = cmd.status().expect("running cargo build");
-    assert!(
-        status.success(),
-        "`cargo build -p streamer -p client-loader {}` failed",
-        profile_args.join(" ")
-    );
-    dir
-}
-
 fn namespaces() -> Vec<String> {
     let out = Command::new("ip")
         .args(["netns", "list"])
@@ -91,7 +57,7 @@ fn quick_run_verifies_every_receiver_of_every_tool() {
         return;
     }
     let t0 = std::time::Instant::now();
-    let mut o = Options::new(bin_dir()).quick();
+    let mut o = Options::new(bench::proc::test_binaries()).quick();
     o.tools = vec![Tool::Iperf, Tool::Streamer, Tool::Udpcast, Tool::Uftp];
     o.command = "throughput_smoke (bench throughput --quick)".into();
     let report =

@@ -1,0 +1,55 @@
+//! Privileged smoke tests of `bench readlat` and `bench flood` at small sizes:
+//! they check the harnesses (every read compared with the image, every
+//! flooded session's images hashed, the figures finite), not speed. About
+//! 20 s together. Without root or the testbed's tools they print `skipping:`
+//! and pass; CI runs them as root.
+
+#[test]
+fn readlat_and_flood_run_and_measure() {
+    if let Some(why) = bench::netns::unavailable() {
+        println!("skipping: {why}");
+        return;
+    }
+    let bins = bench::proc::test_binaries();
+    let mut o = bench::readlat::Options::new(bins.clone());
+    o.size = 32 << 20;
+    o.reads = 200;
+    o.warmup = 20;
+    let rows = bench::readlat::run(&o, &mut |l| println!("{l}")).expect("bench readlat");
+    println!("{}", bench::readlat::table(&o, &rows));
+    assert_eq!(rows.len(), 2);
+    for r in &rows {
+        assert_eq!(r.reads, 200, "{}", r.path);
+        assert!(r.p50 > 0.0 && r.p50 <= r.p99 && r.p99 <= r.max, "{r:?}");
+        assert!(
+            r.stream_running,
+            "{}: the stream finished before the reads",
+            r.path
+        );
+        assert!(
+            r.appliance.iter().all(Option::is_some),
+            "{}: no READ histogram from the appliance",
+            r.path
+        );
+    }
+
+    let mut f = bench::flood::Options::new(bins);
+    f.size = 16 << 20;
+    f.runs = 1;
+    f.clients = 2;
+    let report = bench::flood::run(&f, &mut |l| println!("{l}")).expect("bench flood");
+    println!("{}", bench::flood::table(&f, &report));
+    assert_eq!(report.runs.len(), 2);
+    assert!(report.ratio().is_finite());
+    let flooded = report
+        .runs
+        .iter()
+        .find(|r| r.flooded)
+        .expect("a flooded run");
+    assert!(flooded.flood_sent > 0);
+    assert!(
+        flooded.xdp_dropped[0] + flooded.xdp_dropped[1] > 0,
+        "boot_steer dropped nothing of the flood: {:?}",
+        flooded.xdp_dropped
+    );
+}
