@@ -1901,8 +1901,8 @@ fn data_plane_modes_deliver_identical_bytes() {
 /// port from 31 source addresses with random bytes and with well-formed NAKs
 /// for the live session (claiming member 0 from the wrong address). The
 /// clients finish exact; boot_steer's counters show the junk died in XDP
-/// (malformed, rate-limited) while userspace saw a small share; TCP to the
-/// appliance across the bridge still works during the flood.
+/// (malformed, rate-limited) while userspace saw a small share; TCP and ICMP
+/// to the appliance across the bridge still work during the flood.
 #[test]
 fn control_port_flood_dies_in_xdp() {
     let _serial = privileged!();
@@ -2007,6 +2007,32 @@ fn control_port_flood_dies_in_xdp() {
         "exec 3<>/dev/tcp/10.77.0.1/9478; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3",
     ]);
     assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
+    // ICMP too, from the flooding namespace and from a client, during the flood
+    // (skipped with a message where ping is not installed).
+    if Command::new("ping").arg("-V").output().is_ok() {
+        for ns in [junk.as_str(), tb.client(1).as_str()] {
+            let out = sh(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "ping",
+                "-c",
+                "3",
+                "-i",
+                "0.2",
+                "-W",
+                "1",
+                "10.77.0.1",
+            ]);
+            assert!(
+                out.contains(" 0% packet loss"),
+                "ping from {ns} during the flood:\n{out}"
+            );
+        }
+    } else {
+        println!("ping is not installed (scripts/setup installs iputils-ping): ICMP not checked");
+    }
     for (i, c) in clients.iter_mut().enumerate() {
         assert_eq!(
             c.code(Duration::from_secs(60)),
@@ -2359,4 +2385,53 @@ fn serve_learns_the_boot_order_from_the_first_client() {
         "{inspect}"
     );
     println!("{}", line_with(&log, "learned a boot order"));
+}
+
+/// `serve --xdp-log`: each boot packet boot_steer drops is logged (port,
+/// source, reason) through aya-log; accepted ones are not.
+#[test]
+fn xdp_log_names_each_dropped_packet() {
+    let _serial = privileged!();
+    let tb = Testbed::new("xdplog", 1, false);
+    let img = Image::new(1, 13);
+    let mut app = serve(&tb, &img, Ipv4Addr::new(239, 77, 13, 1), &["--xdp-log"]);
+    if !app.log().contains("XDP boot_steer on") {
+        println!("skipping: serve could not load XDP here:\n{}", app.log());
+        return;
+    }
+    assert!(
+        app.log().contains("logging every dropped boot packet"),
+        "{}",
+        app.log()
+    );
+    let ns = tb.client(1);
+    let ns_path = format!("/run/netns/{ns}");
+    thread::spawn(move || -> io::Result<()> {
+        let f = File::open(&ns_path)?;
+        // SAFETY: setns(2) with a valid namespace descriptor; only this
+        // thread's network namespace changes, and the thread ends after.
+        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let s = UdpSocket::bind(SocketAddrV4::new(client_addr(1), 0))?;
+        let to = SocketAddrV4::new(APP_ADDR, CONTROL_PORT);
+        s.send_to(b"junk", to)?;
+        s.send_to(&[0x53, 0x54, 9, 1, 0, 12, 0, 0, 0, 0, 0, 0], to)?;
+        Ok(())
+    })
+    .join()
+    .expect("sender thread")
+    .expect("sending");
+    assert!(
+        app.wait_for(
+            "streamer: xdp: boot_steer: dropped",
+            2,
+            Duration::from_secs(5)
+        ),
+        "{}",
+        app.log()
+    );
+    let log = app.log();
+    assert!(log.contains("from 10.77.1.1: short_header"), "{log}");
+    assert!(log.contains("from 10.77.1.1: bad_version"), "{log}");
 }

@@ -40,6 +40,9 @@ pub const SESSIONS_MAP: &str = "SESSIONS";
 pub const BUCKETS_MAP: &str = "BUCKETS";
 /// `boot_steer`: array of one [`SteerConfig`], written by userspace.
 pub const STEER_CONFIG_MAP: &str = "STEER_CONFIG";
+/// `boot_steer`: array of one `u32`, written by userspace: non-zero logs each
+/// dropped boot packet through aya-log (`serve --xdp-log`).
+pub const STEER_LOG_MAP: &str = "STEER_LOG";
 /// `chaos`: array of one [`ChaosParams`], written by userspace.
 pub const CHAOS_CONFIG_MAP: &str = "CHAOS_CONFIG";
 /// `chaos`: per-CPU array of one [`ChaosState`]: each CPU's random stream and

@@ -47,6 +47,27 @@ static SESSIONS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_SESSIONS, 0);
 #[map]
 static BUCKETS: LruHashMap<Ipv4Key, u64> = LruHashMap::with_max_entries(MAX_BUCKETS, 0);
 
+/// Non-zero: log each dropped boot packet (aya-log, read by `serve
+/// --xdp-log`). `streamer_common::ebpf::STEER_LOG_MAP`.
+#[map]
+static STEER_LOG: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Logs a drop when userspace asked for it (one map lookup per dropped packet
+/// otherwise).
+#[inline(always)]
+fn log_drop(ctx: &XdpContext, udp: &Udp, why: &str) {
+    if STEER_LOG.get(0).is_some_and(|on| *on != 0) {
+        let src = u32::from_be_bytes(udp.src);
+        aya_log_ebpf::debug!(
+            ctx,
+            "boot_steer: dropped a packet to port {} from {:i}: {}",
+            udp.dst_port,
+            src,
+            why
+        );
+    }
+}
+
 /// The rate limit. `streamer_common::ebpf::STEER_CONFIG_MAP`.
 #[map]
 static STEER_CONFIG: Array<SteerConfig> = Array::with_max_entries(1, 0);
@@ -123,14 +144,17 @@ pub(crate) fn boot_steer(ctx: &XdpContext) -> u32 {
         Err(Drop::Malformed(reason)) => {
             count(Counter::Malformed, 1);
             count(reason, 1);
+            log_drop(ctx, &udp, reason.as_str());
             xdp_action::XDP_DROP
         }
         Err(Drop::RateLimited) => {
             count(Counter::RateLimited, 1);
+            log_drop(ctx, &udp, "over its source's rate");
             xdp_action::XDP_DROP
         }
         Err(Drop::UnknownSession) => {
             count(Counter::UnknownSession, 1);
+            log_drop(ctx, &udp, "no such session");
             xdp_action::XDP_DROP
         }
     }

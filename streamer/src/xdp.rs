@@ -50,7 +50,7 @@ use aya::{
 
 pub use chaos::{Chaos, ChaosConfig, ChaosCounters, LossModel};
 pub use steer::{
-    BootSteer, ClientStats, Counters, DEFAULT_CONTROL_BURST, DEFAULT_CONTROL_RATE_PPS,
+    BootSteer, ClientStats, Counters, XdpLog, DEFAULT_CONTROL_BURST, DEFAULT_CONTROL_RATE_PPS,
 };
 
 /// The object `build.rs` built from `streamer-ebpf`; empty when the build was

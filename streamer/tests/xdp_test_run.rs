@@ -1219,3 +1219,43 @@ fn thread_cpu_ns() -> u64 {
     assert_eq!(rc, 0, "clock_gettime: {}", std::io::Error::last_os_error());
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
+
+/// Collects log lines.
+struct Capture(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl log::Log for Capture {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        self.0.lock().unwrap().push(r.args().to_string());
+    }
+    fn flush(&self) {}
+}
+
+#[test]
+fn drops_are_logged_only_when_asked() {
+    let Some(mut steer) = load_steer() else {
+        return;
+    };
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut log = steer
+        .enable_log(Box::new(Capture(lines.clone())))
+        .expect("enable_log");
+    let junk = Frame::udp(CLIENT, CONTROL_PORT, vec![0x5a; 40]).bytes();
+    steer.run(&junk, 3).expect("test run");
+    log.flush();
+    let got = lines.lock().unwrap().clone();
+    assert_eq!(got.len(), 3, "{got:?}");
+    for l in &got {
+        assert!(
+            l.contains("dropped") && l.contains("10.77.251.10") && l.contains("bad_magic"),
+            "{l}"
+        );
+    }
+    // Off again: drops are counted, not logged.
+    steer.disable_log().expect("disable_log");
+    steer.run(&junk, 3).expect("test run");
+    log.flush();
+    assert_eq!(lines.lock().unwrap().len(), 3);
+}

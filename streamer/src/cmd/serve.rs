@@ -29,6 +29,10 @@ pub(crate) struct Args {
     /// Do not load XDP on --iface (serve on plain sockets only).
     #[arg(long)]
     no_xdp: bool,
+    /// Log every boot packet boot_steer drops (port, source, reason) through
+    /// aya-log, on stderr. For debugging: a flood makes it loud.
+    #[arg(long)]
+    xdp_log: bool,
     /// XDP's limit on control packets per second from one source address
     /// (JOIN, ACK, NAK, DONE, LEAVE; a READ costs 1/16 of one); 0 lifts it.
     #[arg(long, default_value_t = streamer::xdp::DEFAULT_CONTROL_RATE_PPS, value_name = "PPS")]
@@ -219,6 +223,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         iface: args.iface,
         no_xdp: args.no_xdp,
         control_limit: (args.control_rate, args.control_burst),
+        xdp_log: args.xdp_log,
         socket_buffer: args.socket_buffer,
         data_plane: args.data_plane,
     };

@@ -90,6 +90,8 @@ pub struct ServeOptions {
     pub no_xdp: bool,
     /// XDP's per-source control limit: packets per second (0: none) and burst.
     pub control_limit: (u32, u32),
+    /// Log boot_steer's drops (aya-log) on stderr.
+    pub xdp_log: bool,
     /// Socket buffer size asked for the control socket, both directions.
     pub socket_buffer: usize,
     /// The best data-plane mode to use (a lesser one if the kernel lacks it).
@@ -120,6 +122,19 @@ fn bind_hint(addr: SocketAddrV4, e: &io::Error) -> String {
 
 fn sockerr(what: &'static str) -> impl FnOnce(io::Error) -> ServeError {
     move |source| ServeError::Socket { what, source }
+}
+
+/// boot_steer's log records, on stderr.
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        eprintln!("streamer: xdp: {}", r.args());
+    }
+    fn flush(&self) {}
 }
 
 /// The engine's view of a stream file.
@@ -271,6 +286,24 @@ pub fn serve(opts: &ServeOptions, stop: &AtomicBool) -> Result<Vec<SessionReport
             None
         }
         (_, true) => None,
+    };
+    let mut xdp_log = match steer.as_mut().filter(|_| opts.xdp_log) {
+        Some(st) => match st.enable_log(Box::new(StderrLog)) {
+            Ok(l) => {
+                eprintln!("streamer: XDP: logging every dropped boot packet (--xdp-log)");
+                Some(l)
+            }
+            Err(e) => {
+                eprintln!("streamer: warning: XDP: {e}");
+                None
+            }
+        },
+        None => {
+            if opts.xdp_log {
+                eprintln!("streamer: warning: --xdp-log: XDP is not loaded, nothing to log");
+            }
+            None
+        }
     };
     // Sessions boot_steer lets control packets through for.
     let mut published: Vec<u32> = Vec::new();
@@ -505,6 +538,9 @@ pub fn serve(opts: &ServeOptions, stop: &AtomicBool) -> Result<Vec<SessionReport
             plane.send(std::mem::replace(&mut batch, plane.batch()));
         }
         engine.drain_samples(|s| metrics.sample(s));
+        if let Some(l) = xdp_log.as_mut() {
+            l.flush();
+        }
         if opts.metrics.is_some() && std::time::Instant::now() >= next_render {
             let snaps = engine.snapshot(clock.now());
             let live: Vec<&super::SessionStats> = snaps

@@ -5,7 +5,7 @@ use std::{fmt, net::Ipv4Addr};
 use aya::maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuHashMap};
 use streamer_common::ebpf::{
     ClientCounters, Counter, CounterGroup, Ipv4Key, SteerConfig, BOOT_STEER_PROG, CLIENTS_MAP,
-    COUNTERS_MAP, COUNTER_SLOTS, MAX_SESSIONS, SESSIONS_MAP, STEER_CONFIG_MAP,
+    COUNTERS_MAP, COUNTER_SLOTS, MAX_SESSIONS, SESSIONS_MAP, STEER_CONFIG_MAP, STEER_LOG_MAP,
 };
 
 use super::{errno_in_chain, map_error, pod, sum, AttachMode, Loaded, TestRun, XdpError};
@@ -138,7 +138,52 @@ pub struct BootSteer {
     clients: PerCpuHashMap<MapData, Ipv4Key, PodClientCounters>,
     sessions: HashMap<MapData, u32, u8>,
     config: Array<MapData, PodSteerConfig>,
+    log: Array<MapData, u32>,
     loaded: Loaded,
+}
+
+/// boot_steer's log of dropped packets (aya-log records in a ring buffer),
+/// once [`BootSteer::enable_log`] turned it on. Poll its descriptor (it is
+/// readable when records wait) and call [`flush`](Self::flush).
+pub struct XdpLog {
+    logger: aya_log::EbpfLogger<DynLog>,
+}
+
+/// Any logger, boxed.
+struct DynLog(Box<dyn log::Log>);
+
+impl log::Log for DynLog {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        self.0.enabled(m)
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        self.0.log(r);
+    }
+    fn flush(&self) {
+        self.0.flush();
+    }
+}
+
+impl fmt::Debug for XdpLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("XdpLog")
+    }
+}
+
+impl XdpLog {
+    /// Hands every waiting record to the logger.
+    pub fn flush(&mut self) {
+        // aya-log panics on a record it cannot decode; the program writes only
+        // its own well-formed ones, but a log must not take the appliance down.
+        let logger = &mut self.logger;
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| logger.flush()));
+    }
+}
+
+impl std::os::fd::AsFd for XdpLog {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.logger.as_fd()
+    }
 }
 
 impl BootSteer {
@@ -151,6 +196,7 @@ impl BootSteer {
             clients: loaded.take_map(CLIENTS_MAP)?,
             sessions: loaded.take_map(SESSIONS_MAP)?,
             config: loaded.take_map(STEER_CONFIG_MAP)?,
+            log: loaded.take_map(STEER_LOG_MAP)?,
             loaded,
         };
         steer.set_limits(DEFAULT_CONTROL_RATE_PPS, DEFAULT_CONTROL_BURST)?;
@@ -163,6 +209,26 @@ impl BootSteer {
         let mut steer = Self::load()?;
         steer.loaded.attach(iface)?;
         Ok(steer)
+    }
+
+    /// Logs every dropped boot packet (port, source, reason) from now on,
+    /// through `logger`. Off by default: then a drop costs one map lookup more.
+    pub fn enable_log(&mut self, logger: Box<dyn log::Log>) -> Result<XdpLog, XdpError> {
+        let logger = aya_log::EbpfLogger::init_with_logger(&mut self.loaded.ebpf, DynLog(logger))
+            .map_err(|e| {
+            XdpError::InvalidConfig(format!("cannot read boot_steer's log: {e}"))
+        })?;
+        self.log
+            .set(0, 1, 0)
+            .map_err(|e| map_error(STEER_LOG_MAP, "update", e))?;
+        Ok(XdpLog { logger })
+    }
+
+    /// Stops logging drops (the records already written can still be flushed).
+    pub fn disable_log(&mut self) -> Result<(), XdpError> {
+        self.log
+            .set(0, 0, 0)
+            .map_err(|e| map_error(STEER_LOG_MAP, "update", e))
     }
 
     /// The interface the program is attached to, if it is.
