@@ -1868,12 +1868,14 @@ fn data_plane_modes_deliver_identical_bytes() {
         );
         let mut clients: Vec<Proc> = (1..=2).map(|c| client(&tb, &img, c, &[])).collect();
         for (c, p) in clients.iter_mut().enumerate() {
+            let code = p.wait(Duration::from_secs(30)).map(|s| s.code());
             assert_eq!(
-                p.code(Duration::from_secs(30)),
-                0,
-                "{mode}: client {}:\n{}",
+                code,
+                Some(Some(0)),
+                "{mode}: client {}:\n{}\nappliance:\n{}",
                 c + 1,
-                p.log()
+                p.log(),
+                app.log()
             );
             img.assert_exact(c + 1);
             fs::remove_file(img.output(c + 1)).expect("removing the output");
