@@ -263,7 +263,7 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report, RunError> {
     ctl.set_nonblocking(true).map_err(sockerr("O_NONBLOCK"))?;
     // Room for a burst of on-demand READ replies and unicast repairs (the
     // kernel caps it at net.core.rmem_max).
-    let _ = socket2::SockRef::from(&ctl).set_recv_buffer_size(4 << 20);
+    set_recv_buffer(&ctl, 4 << 20);
     let iface = match opts.interface {
         Some(a) => a,
         None => match ctl.local_addr() {
@@ -287,13 +287,14 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report, RunError> {
             if let Some(bar) = &mut bar {
                 bar.clear();
             }
+            let exporting_was = exporting.is_some();
             if let Some(x) = exporting.take() {
                 x.stop();
             }
-            if let Some(acknowledged) = finished {
+            if finished.is_some() || (exporting_was && rx.is_complete()) {
                 // Exporting after the stream: the image is whole; keep it.
                 rx.cache_mut().finish()?;
-                return Ok(Report::of(&rx, t0, acknowledged, evicted));
+                return Ok(Report::of(&rx, t0, finished.unwrap_or(false), evicted));
             }
             rx.leave(true);
             flush(&mut rx, &ctl, &mut buf);
@@ -427,6 +428,27 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report, RunError> {
         if rx.poll_timeout().is_some_and(|d| d <= t) {
             rx.handle_timeout(t);
         }
+    }
+}
+
+/// Asks for a receive buffer of `bytes`: SO_RCVBUF is capped at
+/// net.core.rmem_max; as root (in an initramfs) SO_RCVBUFFORCE is not.
+fn set_recv_buffer(sock: &UdpSocket, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let r = socket2::SockRef::from(sock);
+    let _ = r.set_recv_buffer_size(bytes);
+    if r.recv_buffer_size().is_ok_and(|got| got < bytes) {
+        let v = bytes as libc::c_int;
+        // SAFETY: a valid socket, a pointer to a c_int and its size.
+        let _ = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
     }
 }
 

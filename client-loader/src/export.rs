@@ -143,6 +143,12 @@ impl ClientBase {
         use std::sync::atomic::Ordering::Relaxed;
         if self.view.read(b, within, dst) {
             self.stats.from_cache.fetch_add(1, Relaxed);
+            // The stream brought it: a fetched copy is no longer needed.
+            if let Ok(mut f) = self.fetched.lock() {
+                if !f.is_empty() {
+                    f.remove(&b);
+                }
+            }
             return true;
         }
         let Ok(f) = self.fetched.lock() else {

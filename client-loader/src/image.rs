@@ -199,9 +199,9 @@ impl FileCache {
             return Err(WriteError::Empty);
         };
         map.flush().map_err(io("cannot write", &self.tmp))?;
-        // The export's view must be gone: the file is cut below.
-        self.view = None;
-        if Arc::strong_count(&map) > 1 {
+        // The export's view must be gone (the file is cut below): only this
+        // cache's own two references may remain.
+        if Arc::strong_count(&map) > 1 + usize::from(self.view.is_some()) {
             self.map = Some(map);
             return Err(WriteError::Io {
                 what: "still exported, cannot finish",
@@ -209,6 +209,7 @@ impl FileCache {
                 source: io::Error::from(io::ErrorKind::ResourceBusy),
             });
         }
+        self.view = None;
         drop(map);
         file.set_len(self.image_size)
             .map_err(io("cannot size", &self.tmp))?;

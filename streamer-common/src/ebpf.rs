@@ -344,7 +344,7 @@ pub enum ControlRule {
     Read,
 }
 
-/// READs cost `1 >> READ_COST_SHIFT` of another control packet in the rate
+/// READs cost 1/2^`READ_COST_SHIFT` of another control packet in the rate
 /// limit: with the default 500 packets/s, 8,000 READs/s per source.
 pub const READ_COST_SHIFT: u32 = 4;
 

@@ -12,6 +12,7 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -111,8 +112,10 @@ pub struct RecordingImage {
 impl RecordingImage {
     /// Opens `path` read-only.
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        let file = File::open(path)?;
-        let size = file.metadata()?.len();
+        use std::io::Seek;
+        let mut file = File::open(path)?;
+        // The end, not the metadata: a block device's metadata says 0 bytes.
+        let size = file.seek(std::io::SeekFrom::End(0))?;
         Ok(RecordingImage {
             file,
             size,
@@ -191,11 +194,10 @@ fn uri_of(listen: &Listen) -> (String, String) {
 }
 
 fn stop_child(child: &mut Child) {
-    // SIGTERM first: QEMU and scripts shut down cleanly; then SIGKILL.
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    );
+    // SIGTERM first, to the command's whole process group (a wrapper script's
+    // QEMU too): they shut down cleanly; then SIGKILL.
+    let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
+    let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM);
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(5) {
         if let Ok(Some(_)) = child.try_wait() {
@@ -203,7 +205,7 @@ fn stop_child(child: &mut Child) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _ = child.kill();
+    let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
     let _ = child.wait();
 }
 
@@ -256,6 +258,7 @@ pub fn learn(opts: &LearnOptions, stop: &AtomicBool) -> anyhow::Result<Learned> 
     let t0 = Instant::now();
     let spawned = Command::new(&args[0])
         .args(&args[1..])
+        .process_group(0)
         .env("STREAMER_NBD_URI", &uri)
         .env("STREAMER_NBD_SOCKET", &socket)
         .spawn();

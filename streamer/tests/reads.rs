@@ -60,6 +60,11 @@ fn client(i: u8) -> SocketAddrV4 {
 
 /// Joins `from`; returns (session, member).
 fn join(e: &mut Engine, from: SocketAddrV4, id: u64) -> (u32, u32) {
+    join_at(e, from, id, Instant::ZERO)
+}
+
+/// Joins `from` at `now`; returns (session, member).
+fn join_at(e: &mut Engine, from: SocketAddrV4, id: u64, now: Instant) -> (u32, u32) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let n = Message::Join(JoinRepr {
         client_id: id,
@@ -68,9 +73,9 @@ fn join(e: &mut Engine, from: SocketAddrV4, id: u64) -> (u32, u32) {
     })
     .emit(0, &mut buf)
     .unwrap();
-    e.handle_packet(Instant::ZERO, from, &buf[..n]);
+    e.handle_packet(now, from, &buf[..n]);
     let mut out = None;
-    while let Some(t) = e.poll_transmit(Instant::ZERO, &mut buf) {
+    while let Some(t) = e.poll_transmit(now, &mut buf) {
         if t.dest == from && t.payload.is_none() {
             if let Ok((s, Message::Welcome(w))) = Message::parse(&buf[..t.len]) {
                 out = Some((s, w.member));
@@ -632,10 +637,20 @@ fn learners_that_read_nothing_give_way_then_image_order() {
     let f = packed(dir.path(), &image_bytes(16 * BS, 12), None, false);
     let mut e = learning_engine(&f);
     let mut t = Instant::ZERO;
+    let ms = core::time::Duration::from_millis;
     for i in 1..=3u8 {
-        join(&mut e, client(i), u64::from(i));
-        let (_, events) = run_engine(&mut e, t, t + core::time::Duration::from_millis(2100));
-        t += core::time::Duration::from_millis(2100);
+        join_at(&mut e, client(i), u64::from(i), t);
+        // Not before the quiet period (2 s) has passed ...
+        let (_, events) = run_engine(&mut e, t, t + ms(1900));
+        assert!(
+            !events
+                .iter()
+                .any(|ev| matches!(ev, Event::LearningAbandoned { .. })),
+            "learner {i} let go early: {events:?}"
+        );
+        // ... and then.
+        let (_, events) = run_engine(&mut e, t + ms(1900), t + ms(2100));
+        t += ms(2100);
         let abandoned: Vec<bool> = events
             .iter()
             .filter_map(|ev| match ev {
@@ -645,7 +660,58 @@ fn learners_that_read_nothing_give_way_then_image_order() {
             .collect();
         assert_eq!(abandoned, [i == 3], "learner {i}");
     }
-    // Now a JOIN gets an ordinary session (it would be told to wait otherwise).
-    let (s, _) = join(&mut e, client(9), 9);
-    assert!(s > 0);
+    // Now a JOIN gets an ordinary session: no learner is selected.
+    join_at(&mut e, client(9), 9, t);
+    let (_, events) = run_engine(&mut e, t, t + ms(10));
+    assert!(
+        !events
+            .iter()
+            .any(|ev| matches!(ev, Event::LearningStarted { .. })),
+        "{events:?}"
+    );
+    assert!(events
+        .iter()
+        .any(|ev| matches!(ev, Event::Unlearned { .. })));
+}
+
+/// While it learns, the learner hears from its session every 2 s (a repeated
+/// metadata packet), so its silence timeout (10 s) never takes the pause for
+/// a dead appliance.
+#[test]
+fn a_learner_is_kept_alive_while_it_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = packed(dir.path(), &image_bytes(16 * BS, 14), None, false);
+    let mut e = learning_engine(&f);
+    let mut cfg = e.config().clone();
+    cfg.learn_quiet = core::time::Duration::from_secs(30);
+    let mut header = [0u8; HEADER_LEN];
+    header.copy_from_slice(&f.as_bytes()[..HEADER_LEN]);
+    e = Engine::new(
+        cfg,
+        vec![ImageSpec {
+            name: "img".into(),
+            header,
+            file_len: f.as_bytes().len() as u64,
+            group: Ipv4Addr::new(239, 77, 0, 1),
+            data_port: DATA_PORT,
+            blocks: BlockIndex::new(f.header(), f.extents()),
+        }],
+    );
+    join(&mut e, client(1), 1);
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut unicast = Vec::new();
+    let mut t = Instant::ZERO;
+    while t < Instant::from_millis(7000) {
+        if e.poll_timeout().is_some_and(|x| x <= t) {
+            e.handle_timeout(t);
+        }
+        while let Some(tx) = e.poll_transmit(t, &mut buf) {
+            if tx.payload.is_some() && !tx.multicast && tx.dest == client(1) {
+                unicast.push(t);
+            }
+        }
+        t += core::time::Duration::from_millis(10);
+    }
+    let secs: Vec<u64> = unicast.iter().map(|t| t.as_micros() / 1_000_000).collect();
+    assert_eq!(secs, [2, 4, 6], "{unicast:?}");
 }

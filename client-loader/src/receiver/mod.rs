@@ -217,6 +217,11 @@ struct PendingRead {
     want: u64,
     asked: Instant,
     retry_at: Instant,
+    /// READs sent for it so far.
+    sent: u32,
+    /// Why the appliance last refused it (kept until the timeout: a refusal
+    /// for a full queue passes, so the read is asked again).
+    refused: Option<&'static str>,
 }
 
 impl PendingRead {
@@ -562,7 +567,7 @@ impl<C: Cache> Receiver<C> {
                     self.done_at = Some(now);
                 }
             }
-            Message::ReadReply(r) => self.on_read_reply(&r),
+            Message::ReadReply(r) => self.on_read_reply(now, &r),
             Message::DoneAck(a) if a.member == g.member && self.state == State::Complete => {
                 self.state = State::Finished;
                 self.events
@@ -1008,6 +1013,8 @@ impl<C: Cache> Receiver<C> {
             want,
             asked: now,
             retry_at: now + self.cfg.read_retry,
+            sent: 1,
+            refused: None,
         });
         self.send_read(g, tag, block, count as u16);
         Ok(tag)
@@ -1023,7 +1030,7 @@ impl<C: Cache> Receiver<C> {
         }));
     }
 
-    fn on_read_reply(&mut self, r: &ReadReplyRepr<'_>) {
+    fn on_read_reply(&mut self, now: Instant, r: &ReadReplyRepr<'_>) {
         let Some(i) = self
             .reads
             .iter()
@@ -1032,19 +1039,29 @@ impl<C: Cache> Receiver<C> {
             self.stats.stray_replies += 1;
             return;
         };
-        if r.status != ReadStatus::Ok {
-            let p = self.reads.swap_remove(i);
-            self.stats.reads_failed += 1;
-            let reason = match r.status {
-                ReadStatus::OutOfRange => "the appliance says the blocks are outside the image",
-                _ => "the appliance cannot serve it (not registered with it, the block is not in its stream file, or it is overloaded)",
-            };
-            self.read_events.push_back(ReadEvent::Failed {
-                tag: p.tag,
-                reason: reason.into(),
-            });
-            return;
+        match r.status {
+            ReadStatus::Ok => {}
+            ReadStatus::OutOfRange => {
+                let p = self.reads.swap_remove(i);
+                self.stats.reads_failed += 1;
+                self.read_events.push_back(ReadEvent::Failed {
+                    tag: p.tag,
+                    reason: "the appliance says the blocks are outside the image".into(),
+                });
+                return;
+            }
+            ReadStatus::Unavailable => {
+                // A full queue empties: ask again after the backoff, until the
+                // read times out (then the reason is the refusal).
+                self.reads[i].refused = Some(
+                    "the appliance cannot serve it (not registered with it, the block is not in its stream file, or it stayed overloaded)",
+                );
+                return;
+            }
         }
+        // Replies are coming: the next retry waits a full interval from here.
+        let backoff = self.read_backoff(self.reads[i].sent);
+        self.reads[i].retry_at = now + backoff;
         if !self.reads[i].add(u64::from(r.offset), r.data) {
             self.stats.bad_data += 1;
             return;
@@ -1090,20 +1107,31 @@ impl<C: Cache> Receiver<C> {
                 self.stats.reads_failed += 1;
                 self.read_events.push_back(ReadEvent::Failed {
                     tag: p.tag,
-                    reason: format!(
-                        "no whole answer from the appliance within {:?}",
-                        self.cfg.read_timeout
-                    ),
+                    reason: match p.refused {
+                        Some(why) => why.to_string(),
+                        None => format!(
+                            "no whole answer from the appliance within {:?}",
+                            self.cfg.read_timeout
+                        ),
+                    },
                 });
                 continue;
             }
             if p.retry_at <= now {
-                p.retry_at = now + self.cfg.read_retry;
+                p.sent += 1;
+                let sent = p.sent;
                 let (tag, block, count) = (p.tag, p.block, p.count);
+                self.reads[k].retry_at = now + self.read_backoff(sent);
                 self.send_read(g, tag, block, count);
             }
             k += 1;
         }
+    }
+
+    /// The wait before asking a read again, after `sent` READs for it:
+    /// `read_retry`, doubling up to 16 times that.
+    fn read_backoff(&self, sent: u32) -> Duration {
+        self.cfg.read_retry * (1u32 << sent.saturating_sub(1).min(4))
     }
 
     fn next_read_timer(&self) -> Option<Instant> {

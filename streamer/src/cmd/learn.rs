@@ -56,8 +56,8 @@ Exit status:
 
 fn secs(v: f64, flag: &str) -> anyhow::Result<Duration> {
     anyhow::ensure!(
-        v.is_finite() && v > 0.0,
-        "{flag} must be a positive number of seconds"
+        v.is_finite() && v > 0.0 && v <= 365.0 * 86_400.0,
+        "{flag} must be a positive number of seconds, up to a year"
     );
     Ok(Duration::from_secs_f64(v))
 }

@@ -118,6 +118,15 @@ pub(crate) struct Args {
     verbose: bool,
 }
 
+/// Seconds from a flag: at least `min`, at most a year; NaN and infinities
+/// refused with the flag's name.
+fn secs(v: f64, min: f64, flag: &str) -> anyhow::Result<Duration> {
+    if !v.is_finite() || v > 365.0 * 86_400.0 {
+        bail!("{flag} {v} is not a number of seconds up to a year");
+    }
+    Ok(Duration::from_secs_f64(v.max(min)))
+}
+
 /// Parses `800M`, `2G`, `100k` or a plain number of bits per second into bytes
 /// per second.
 pub(crate) fn parse_rate(s: &str) -> anyhow::Result<u64> {
@@ -196,12 +205,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         rate: parse_rate(&args.rate)?,
         adaptive_rate: args.adaptive_rate,
         min_clients: args.min_clients.unwrap_or(u32::MAX),
-        max_wait: Duration::from_secs_f64(args.max_wait.max(0.0)),
+        max_wait: secs(args.max_wait, 0.0, "--max-wait")?,
         mcast_threshold: args.mcast_threshold.max(1),
-        stall_timeout: Duration::from_secs_f64(args.stall_timeout.max(0.01)),
+        stall_timeout: secs(args.stall_timeout, 0.01, "--stall-timeout")?,
         learn: args.learn,
-        learn_quiet: Duration::from_secs_f64(args.learn_quiet.max(0.1)),
-        learn_timeout: Duration::from_secs_f64(args.learn_timeout.max(1.0)),
+        learn_quiet: secs(args.learn_quiet, 0.1, "--learn-quiet")?,
+        learn_timeout: secs(args.learn_timeout, 1.0, "--learn-timeout")?,
         ..Default::default()
     };
     if usize::from(args.payload) + streamer_common::wire::DATA_HEADER_LEN > 65_507

@@ -164,18 +164,27 @@ fn spawn_relearn(
     blocks: Vec<(u64, u64)>,
     done: std::sync::mpsc::Sender<Relearned>,
 ) {
-    let _ = std::thread::Builder::new()
+    let fail = done.clone();
+    let spawned = std::thread::Builder::new()
         .name("streamer-relearn".into())
         .spawn(move || {
-            let r = crate::stream_file::relearn(&old, &path, &blocks)
-                .map_err(|e| format!("{e:#}"))
-                .and_then(|seq| {
-                    StreamFile::open(&path)
-                        .map(|f| (f, seq))
-                        .map_err(|e| format!("cannot open the repacked {}: {e}", path.display()))
-                });
+            // Whatever happens, an answer goes back: the waiting clients
+            // depend on it.
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::stream_file::relearn(&old, &path, &blocks)
+                    .map_err(|e| format!("{e:#}"))
+                    .and_then(|seq| {
+                        StreamFile::open(&path).map(|f| (f, seq)).map_err(|e| {
+                            format!("cannot open the repacked {}: {e}", path.display())
+                        })
+                    })
+            }))
+            .unwrap_or_else(|_| Err("the repack panicked".into()));
             let _ = done.send((index, r));
         });
+    if let Err(e) = spawned {
+        let _ = fail.send((index, Err(format!("cannot start the repack thread: {e}"))));
+    }
 }
 
 /// Opens every image and builds the engine's view of them.

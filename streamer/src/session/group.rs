@@ -99,6 +99,9 @@ pub(crate) struct Session {
     learn_limit: Option<u32>,
     /// Takes no more members (a learner's session, also after learning).
     private: bool,
+    /// While learning: when the learner next hears from the session (a
+    /// repeated metadata packet), so it does not take the pause for silence.
+    keepalive_at: Instant,
 }
 
 /// Latency samples kept between two drains by the driver; more are dropped.
@@ -107,6 +110,10 @@ const MAX_SAMPLES: usize = 1 << 16;
 /// First-pass packets the pacer lets accrue before the driver is woken (the
 /// bucket holds at least 32).
 const WAKE_PACKETS: usize = 16;
+
+/// While learning, the learner hears from its session at least this often
+/// (its silence timeout is 10 s by default).
+const LEARN_KEEPALIVE: Duration = Duration::from_secs(2);
 
 /// Weight of one acknowledgement in the loss estimate.
 const LOSS_EWMA_GAIN: f64 = 0.1;
@@ -153,6 +160,7 @@ impl Session {
             repair_latencies: Vec::new(),
             learn_limit: None,
             private: false,
+            keepalive_at: Instant::FAR_FUTURE,
             cfg,
         }
     }
@@ -178,12 +186,14 @@ impl Session {
         let limit = metadata_bytes.div_ceil(u64::from(self.cfg.payload)) as u32;
         self.learn_limit = Some(limit.min(self.total));
         self.private = true;
+        self.keepalive_at = now + LEARN_KEEPALIVE;
         self.start(now, events);
     }
 
     /// Learning is over: the learner's first pass goes on to the end.
     pub(crate) fn end_learning(&mut self) {
         self.learn_limit = None;
+        self.keepalive_at = Instant::FAR_FUTURE;
     }
 
     /// Where the first pass stops for now.
@@ -548,6 +558,9 @@ impl Session {
                 if self.phase == Phase::Complete {
                     t = t.min(self.close_at);
                 }
+                if self.learn_limit.is_some() {
+                    t = t.min(self.keepalive_at);
+                }
                 if let Some(d) = self.planner.next_deadline() {
                     t = t.min(d.max(self.pacer.next_ready(self.max_packet())));
                 }
@@ -672,6 +685,21 @@ impl Session {
         if !self.pacer.ready(now, self.max_packet()) {
             return None;
         }
+        if self.learn_limit.is_some() && now >= self.keepalive_at && self.next_seq > 0 {
+            self.keepalive_at = now + LEARN_KEEPALIVE;
+            let learner = self.registry.iter().find(|m| m.active()).map(|m| m.addr);
+            if let Some(addr) = learner {
+                return Some(self.emit_data(
+                    now,
+                    addr,
+                    false,
+                    0,
+                    DataFlags::REPAIR,
+                    NO_ACKER,
+                    header,
+                ));
+            }
+        }
         let first_pass = self.phase == Phase::Streaming;
         let can_new = first_pass
             && now >= self.stream_from
@@ -752,6 +780,21 @@ impl Session {
             }
             return None;
         };
+        Some(self.emit_data(now, dest, mcast, seq, flags, acker, header))
+    }
+
+    /// Writes DATA packet `seq`'s header and accounts for it.
+    #[allow(clippy::too_many_arguments)]
+    fn emit_data(
+        &mut self,
+        now: Instant,
+        dest: SocketAddrV4,
+        mcast: bool,
+        seq: u32,
+        flags: DataFlags,
+        acker: u32,
+        header: &mut [u8; DATA_HEADER_LEN],
+    ) -> (SocketAddrV4, bool, Payload) {
         let len = self.packet_len(seq);
         let offset = u64::from(seq) * u64::from(self.cfg.payload);
         DataRepr {
@@ -769,7 +812,7 @@ impl Session {
             self.stats.first_pass_bytes += (DATA_HEADER_LEN + len) as u64;
             self.first_data.get_or_insert(now);
         }
-        Some((dest, mcast, Payload { offset, len }))
+        (dest, mcast, Payload { offset, len })
     }
 
     fn credit_allows(&mut self) -> bool {

@@ -627,22 +627,31 @@ impl Engine {
             return;
         };
         let img = self.images[index].clone();
+        // A learner's repeated JOIN (its WELCOME lost) lands in its own session.
+        if let Some(i) = self
+            .learning
+            .iter()
+            .find(|l| l.image == index && l.client_id == client_id && l.addr == from)
+            .and_then(|l| self.session_index(l.session))
+        {
+            let member = self.sessions[i].join(now, client_id, from, capacity, &mut self.events);
+            let session = self.sessions[i].id;
+            self.reads.register(now, session, member, from, &img, index);
+            return;
+        }
         if self.cfg.learn && !img.learned() && !self.settled[index] {
-            if let Some(l) = self.learning.iter().find(|l| l.image == index) {
-                if !(l.client_id == client_id && l.addr == from) {
-                    self.errors.push_back((
-                        from,
-                        ErrorCode::Unavailable,
-                        format!(
-                            "the appliance is learning the boot order of {:?} from another client; keep joining",
-                            img.name
-                        ),
-                    ));
-                    return;
-                }
-            } else {
-                return self.start_learning(now, index, from, client_id, capacity);
+            if self.learning.iter().any(|l| l.image == index) {
+                self.errors.push_back((
+                    from,
+                    ErrorCode::Unavailable,
+                    format!(
+                        "the appliance is learning the boot order of {:?} from another client; keep joining",
+                        img.name
+                    ),
+                ));
+                return;
             }
+            return self.start_learning(now, index, from, client_id, capacity);
         }
         let idx = match self
             .sessions
@@ -664,13 +673,6 @@ impl Engine {
                 self.sessions.len() - 1
             }
         };
-        // A learner's repeated JOIN lands in its own (private) session.
-        let idx = self
-            .learning
-            .iter()
-            .find(|l| l.image == index && l.client_id == client_id && l.addr == from)
-            .and_then(|l| self.session_index(l.session))
-            .unwrap_or(idx);
         let member = self.sessions[idx].join(now, client_id, from, capacity, &mut self.events);
         let session = self.sessions[idx].id;
         self.reads.register(now, session, member, from, &img, index);

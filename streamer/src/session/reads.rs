@@ -5,8 +5,8 @@
 //! A client is registered by its JOIN, per (session, member), and stays
 //! registered after its session closes: a booted machine keeps reading for as
 //! long as it runs. The table is bounded ([`MAX_READERS`]); when full, the
-//! client heard from least recently is forgotten (its next READ is answered
-//! `Unavailable`, and the client loader joins again).
+//! client heard from least recently is forgotten (its READs are then answered
+//! `Unavailable`; the client loader does not join again by itself yet).
 //!
 //! Replies come from the stream file's mapping: the manifest's extents say
 //! where each image block lies in the file. Each reply datagram carries part
@@ -28,6 +28,8 @@ use streamer_common::wire::{Message, ReadReplyRepr, ReadRepr, ReadStatus, READ_R
 
 /// Clients remembered for READ at most.
 pub const MAX_READERS: usize = 65_536;
+/// Latency samples kept between two drains; more are dropped.
+const MAX_SAMPLES: usize = 1 << 16;
 /// Reply bytes queued at most before a READ is refused as overloaded.
 pub const MAX_QUEUED_BYTES: u64 = 64 << 20;
 /// Reply bytes queued for one client at most: far more than a booting
@@ -121,6 +123,8 @@ pub struct ReadStats {
     pub not_in_stream: u64,
     /// READs refused because the reply queue was full.
     pub overloaded: u64,
+    /// READs asked again while their answer was still queued (ignored).
+    pub repeated: u64,
 }
 
 /// The READ service of one engine.
@@ -134,7 +138,8 @@ pub(crate) struct ReadService {
     /// Status-only answers (refusals), sent before data.
     refusals: VecDeque<(SocketAddrV4, u32, u32, u64, ReadStatus)>,
     pub(crate) stats: ReadStats,
-    /// READ received → its last datagram handed to the driver.
+    /// READ received → its last datagram handed to the driver (at most
+    /// [`MAX_SAMPLES`] between two drains).
     pub(crate) latencies: Vec<Duration>,
 }
 
@@ -185,6 +190,16 @@ impl ReadService {
             return refuse(self, ReadStatus::Unavailable);
         };
         reader.last = now;
+        // A client asks again when replies are slow to come; the queued job
+        // answers that too.
+        if self
+            .jobs
+            .iter()
+            .any(|j| j.dest == from && j.tag == r.tag && j.first == r.block && j.session == session)
+        {
+            self.stats.repeated += 1;
+            return;
+        }
         let image = reader.image.clone();
         let index = reader.index;
         let idx = &image.blocks;
@@ -288,7 +303,9 @@ impl ReadService {
         }
         if job.block >= job.end {
             self.stats.served += 1;
-            self.latencies.push(now.saturating_since(job.received));
+            if self.latencies.len() < MAX_SAMPLES {
+                self.latencies.push(now.saturating_since(job.received));
+            }
             self.jobs.pop_front();
         }
         Some(out)
