@@ -484,6 +484,9 @@ pub fn serve(opts: &ServeOptions, stop: &AtomicBool) -> Result<Vec<SessionReport
                 _ => {}
             }
         }
+        // READ replies are not paced: at most this much of them per pass, so
+        // the loop comes back to ACKs, NAKs and timers in between.
+        let mut reply_budget: usize = 1 << 20;
         while let Some(t) = engine.poll_transmit(now, &mut tx) {
             let Some(p) = t.payload else {
                 let sent = sock.send_to_with_flags(
@@ -501,7 +504,12 @@ pub fn serve(opts: &ServeOptions, stop: &AtomicBool) -> Result<Vec<SessionReport
             // A READ reply is what a booting machine waits for: send it from
             // here, not behind the DATA queued for the data thread (which
             // takes it only if the socket buffer is full).
+            // The rest of the replies wait for the next pass (the engine's
+            // timeout is "now" while replies wait).
+            let mut last = false;
             if tx.get(3) == Some(&(MessageType::ReadReply as u8)) {
+                reply_budget = reply_budget.saturating_sub(p.len);
+                last = reply_budget == 0;
                 let files = files.read().unwrap_or_else(|e| e.into_inner());
                 let data = files.get(t.image).and_then(|f| {
                     f.as_bytes()
@@ -514,6 +522,7 @@ pub fn serve(opts: &ServeOptions, stop: &AtomicBool) -> Result<Vec<SessionReport
                         &SockAddr::from(t.dest),
                         libc::MSG_DONTWAIT,
                     ) {
+                        Ok(_) if last => break,
                         Ok(_) => continue,
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         Err(e) => {
@@ -541,6 +550,9 @@ pub fn serve(opts: &ServeOptions, stop: &AtomicBool) -> Result<Vec<SessionReport
             batch.push(packet);
             if batch.is_full() {
                 plane.send(std::mem::replace(&mut batch, plane.batch()));
+            }
+            if last {
+                break;
             }
         }
         if !batch.is_empty() {
