@@ -16,7 +16,7 @@ from the appliance at once, writes stay in this machine's RAM. The export
 runs until SIGTERM or SIGINT; the image is kept under --output if it was
 complete by then. Examples:
   client-loader --server 10.77.0.1 -o /run/disk.img --export nbd:/run/disk.sock
-  nbd-client -unix /run/disk.sock /dev/nbd0 -N rootfs
+  nbd-client -unix /run/disk.sock /dev/nbd0 -N streamer
 
 Exit status:
   0  the image was received, every block verified, and written under --output
