@@ -181,16 +181,7 @@ pub fn run(o: &Options, log: &mut dyn FnMut(&str)) -> anyhow::Result<Vec<Row>> {
     if let Some(why) = crate::netns::unavailable() {
         bail!("cannot build the testbed: {why}");
     }
-    let streamer = o.bin_dir.join("streamer");
-    let client = o.bin_dir.join("client-loader");
-    for b in [&streamer, &client] {
-        if !b.is_file() {
-            bail!(
-                "{} is missing: build with `cargo build --release`",
-                b.display()
-            );
-        }
-    }
+    let (streamer, client) = crate::netns::binaries(&o.bin_dir)?;
     let dir = tempfile::Builder::new()
         .prefix("bench-readlat-")
         .tempdir()?;

@@ -36,22 +36,26 @@ fn packed(dir: &Path, image: &[u8], seq: Option<Vec<SectorExtent>>, only: bool) 
     StreamFile::open(&out).unwrap()
 }
 
-fn engine(f: &StreamFile, payload: u16) -> Engine {
+/// The engine's view of stream file `f`, as image "img".
+fn spec(f: &StreamFile) -> ImageSpec {
     let mut header = [0u8; HEADER_LEN];
     header.copy_from_slice(&f.as_bytes()[..HEADER_LEN]);
-    let spec = ImageSpec {
+    ImageSpec {
         name: "img".into(),
         header,
         file_len: f.as_bytes().len() as u64,
         group: Ipv4Addr::new(239, 77, 0, 1),
         data_port: DATA_PORT,
         blocks: BlockIndex::new(f.header(), f.extents()),
-    };
+    }
+}
+
+fn engine(f: &StreamFile, payload: u16) -> Engine {
     let cfg = Config {
         payload,
         ..Config::default()
     };
-    Engine::new(cfg, vec![spec])
+    Engine::new(cfg, vec![spec(f)])
 }
 
 fn client(i: u8) -> SocketAddrV4 {
@@ -440,22 +444,12 @@ fn learn_records_a_scripted_readers_order() {
 }
 
 fn learning_engine(f: &StreamFile) -> Engine {
-    let mut header = [0u8; HEADER_LEN];
-    header.copy_from_slice(&f.as_bytes()[..HEADER_LEN]);
-    let spec = ImageSpec {
-        name: "img".into(),
-        header,
-        file_len: f.as_bytes().len() as u64,
-        group: Ipv4Addr::new(239, 77, 0, 1),
-        data_port: DATA_PORT,
-        blocks: BlockIndex::new(f.header(), f.extents()),
-    };
     let cfg = Config {
         learn: true,
         learn_quiet: core::time::Duration::from_secs(2),
         ..Config::default()
     };
-    Engine::new(cfg, vec![spec])
+    Engine::new(cfg, vec![spec(f)])
 }
 
 /// Runs the engine from `from` to `to` (1 ms steps), feeding nothing; returns
@@ -581,20 +575,9 @@ fn a_session_learns_the_boot_order_from_its_first_client() {
     let seq = streamer::stream_file::relearn(&f, &path, &learned.1).unwrap();
     assert!(seq.exists());
     let nf = StreamFile::open(&path).unwrap();
-    let spec = {
-        let mut header = [0u8; HEADER_LEN];
-        header.copy_from_slice(&nf.as_bytes()[..HEADER_LEN]);
-        ImageSpec {
-            name: "img".into(),
-            header,
-            file_len: nf.as_bytes().len() as u64,
-            group: Ipv4Addr::new(239, 77, 0, 1),
-            data_port: DATA_PORT,
-            blocks: BlockIndex::new(nf.header(), nf.extents()),
-        }
-    };
-    assert!(spec.learned());
-    assert_eq!(e.relearned(0, spec), 1);
+    let new_spec = spec(&nf);
+    assert!(new_spec.learned());
+    assert_eq!(e.relearned(0, new_spec), 1);
     // The waiting client's next JOIN gets the learned file, in its order.
     let (s2, _) = join(&mut e, client(2), 2);
     assert_ne!(s2, session);
@@ -681,22 +664,12 @@ fn learners_that_read_nothing_give_way_then_image_order() {
 fn a_learner_is_kept_alive_while_it_reads() {
     let dir = tempfile::tempdir().unwrap();
     let f = packed(dir.path(), &image_bytes(16 * BS, 14), None, false);
-    let mut e = learning_engine(&f);
-    let mut cfg = e.config().clone();
-    cfg.learn_quiet = core::time::Duration::from_secs(30);
-    let mut header = [0u8; HEADER_LEN];
-    header.copy_from_slice(&f.as_bytes()[..HEADER_LEN]);
-    e = Engine::new(
-        cfg,
-        vec![ImageSpec {
-            name: "img".into(),
-            header,
-            file_len: f.as_bytes().len() as u64,
-            group: Ipv4Addr::new(239, 77, 0, 1),
-            data_port: DATA_PORT,
-            blocks: BlockIndex::new(f.header(), f.extents()),
-        }],
-    );
+    let cfg = Config {
+        learn: true,
+        learn_quiet: core::time::Duration::from_secs(30),
+        ..Config::default()
+    };
+    let mut e = Engine::new(cfg, vec![spec(&f)]);
     join(&mut e, client(1), 1);
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut unicast = Vec::new();
