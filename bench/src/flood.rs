@@ -14,7 +14,7 @@
 
 use crate::netns::{client_addr, Testbed, APP_ADDR};
 use crate::proc::Proc;
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use rand::{Rng, RngCore, SeedableRng};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::path::PathBuf;
@@ -108,17 +108,8 @@ fn flood(
     sources: Vec<Ipv4Addr>,
     pps: u64,
     stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<anyhow::Result<u64>> {
-    std::thread::spawn(move || {
-        use std::os::fd::AsRawFd;
-        let path = format!("/run/netns/{ns}");
-        let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
-        // SAFETY: setns(2) with a valid, open namespace descriptor; only this
-        // thread's network namespace changes, and the thread ends after.
-        if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(std::io::Error::last_os_error())
-                .context("entering the flooder's namespace");
-        }
+) -> std::thread::JoinHandle<anyhow::Result<anyhow::Result<u64>>> {
+    crate::netns::spawn_in_namespace(&ns, move || -> anyhow::Result<u64> {
         let socks = sources
             .iter()
             .map(|a| UdpSocket::bind(SocketAddrV4::new(*a, 0)))
@@ -294,7 +285,7 @@ pub fn run(o: &Options, log: &mut dyn FnMut(&str)) -> anyhow::Result<Report> {
         let flood_sent = match flooding {
             Some(h) => h
                 .join()
-                .map_err(|_| anyhow::anyhow!("the flood thread panicked"))??,
+                .map_err(|_| anyhow::anyhow!("the flood thread panicked"))???,
             None => 0,
         };
         app.stop(libc::SIGTERM, Duration::from_secs(10));

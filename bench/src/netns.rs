@@ -82,21 +82,30 @@ pub fn in_namespace<T: Send + 'static>(
     ns: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> anyhow::Result<T> {
+    spawn_in_namespace(ns, f)
+        .join()
+        .map_err(|_| anyhow::anyhow!("the thread in {ns} panicked"))?
+}
+
+/// Like [`in_namespace`], without waiting: the thread runs on, `join` gives
+/// `f`'s result (or why the namespace could not be entered).
+pub fn spawn_in_namespace<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<anyhow::Result<T>> {
     use std::os::fd::AsRawFd;
     let path = format!("/run/netns/{ns}");
-    let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
     std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
         // SAFETY: setns(2) with a valid, open namespace descriptor and a matching
         // type; it changes only this thread's network namespace, and the thread
         // ends when `f` returns.
         if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(std::io::Error::last_os_error());
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("entering network namespace {path}"));
         }
         Ok(f())
     })
-    .join()
-    .map_err(|_| anyhow::anyhow!("the thread in {ns} panicked"))?
-    .with_context(|| format!("entering network namespace {ns}"))
 }
 
 impl Testbed {

@@ -92,44 +92,39 @@ fn quantile(sorted: &[Duration], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize].as_secs_f64()
 }
 
-/// A minimal NBD client (fixed newstyle, NBD_OPT_EXPORT_NAME, simple replies):
-/// enough to time reads.
+/// A minimal NBD client (fixed newstyle, NBD_OPT_EXPORT_NAME, simple replies),
+/// over streamer-nbd's own wire definitions: enough to time reads.
 struct Nbd {
     s: UnixStream,
     size: u64,
     cookie: u64,
 }
 
-const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
-const IHAVEOPT: u64 = 0x4948_4156_454F_5054;
-const REQUEST_MAGIC: u32 = 0x2560_9513;
-const SIMPLE_REPLY_MAGIC: u32 = 0x6744_6698;
-
 impl Nbd {
     fn connect(path: &Path, name: &str) -> anyhow::Result<Nbd> {
+        use streamer_nbd::wire::{handshake_flags, opt, ClientFlags, Greeting, OptionHeader};
         let mut s = UnixStream::connect(path)
             .with_context(|| format!("connecting to the export at {}", path.display()))?;
         s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let mut b = [0u8; 18];
-        s.read_exact(&mut b)?;
-        if u64::from_be_bytes(b[0..8].try_into()?) != NBDMAGIC
-            || u64::from_be_bytes(b[8..16].try_into()?) != IHAVEOPT
-        {
-            bail!("not an NBD newstyle server");
-        }
-        // FIXED_NEWSTYLE | NO_ZEROES, if offered.
-        let server_flags = u16::from_be_bytes([b[16], b[17]]);
-        let flags = u32::from(server_flags & 3);
-        s.write_all(&flags.to_be_bytes())?;
-        let mut opt = Vec::new();
-        opt.extend_from_slice(&IHAVEOPT.to_be_bytes());
-        opt.extend_from_slice(&1u32.to_be_bytes()); // NBD_OPT_EXPORT_NAME
-        opt.extend_from_slice(&(name.len() as u32).to_be_bytes());
-        opt.extend_from_slice(name.as_bytes());
-        s.write_all(&opt)?;
+        let mut g = [0u8; Greeting::LEN];
+        s.read_exact(&mut g)?;
+        let greeting = Greeting::parse(&g)
+            .map_err(|e| anyhow::anyhow!("not an NBD newstyle server: {e:?}"))?;
+        let flags = ClientFlags {
+            fixed_newstyle: greeting.flags & handshake_flags::FIXED_NEWSTYLE != 0,
+            no_zeroes: greeting.flags & handshake_flags::NO_ZEROES != 0,
+        };
+        s.write_all(&flags.bits().to_be_bytes())?;
+        let header = OptionHeader {
+            option: opt::EXPORT_NAME,
+            length: u32::try_from(name.len())?,
+        };
+        s.write_all(&header.emit())?;
+        s.write_all(name.as_bytes())?;
+        // Size, transmission flags, and 124 zero bytes unless NO_ZEROES.
         let mut r = [0u8; 10];
         s.read_exact(&mut r)?;
-        if flags & 2 == 0 {
+        if !flags.no_zeroes {
             let mut zeroes = [0u8; 124];
             s.read_exact(&mut zeroes)?;
         }
@@ -140,35 +135,47 @@ impl Nbd {
         })
     }
 
-    fn read(&mut self, offset: u64, buf: &mut [u8]) -> anyhow::Result<()> {
+    fn request(
+        &mut self,
+        command: streamer_nbd::wire::Command,
+        offset: u64,
+        length: u32,
+    ) -> anyhow::Result<()> {
+        use streamer_nbd::wire::{CmdFlags, Request};
         self.cookie += 1;
-        let mut q = [0u8; 28];
-        q[0..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
-        // flags 0, type 0 (READ)
-        q[8..16].copy_from_slice(&self.cookie.to_be_bytes());
-        q[16..24].copy_from_slice(&offset.to_be_bytes());
-        q[24..28].copy_from_slice(&(buf.len() as u32).to_be_bytes());
-        self.s.write_all(&q)?;
-        let mut r = [0u8; 16];
+        let q = Request {
+            command,
+            flags: CmdFlags::default(),
+            handle: self.cookie,
+            offset,
+            length,
+        };
+        self.s.write_all(&q.emit())?;
+        Ok(())
+    }
+
+    fn read(&mut self, offset: u64, buf: &mut [u8]) -> anyhow::Result<()> {
+        use streamer_nbd::wire::{Command, SimpleReply};
+        self.request(Command::Read, offset, u32::try_from(buf.len())?)?;
+        let mut r = [0u8; SimpleReply::LEN];
         self.s.read_exact(&mut r)?;
-        if u32::from_be_bytes(r[0..4].try_into()?) != SIMPLE_REPLY_MAGIC
-            || u64::from_be_bytes(r[8..16].try_into()?) != self.cookie
-        {
-            bail!("a malformed NBD reply");
+        let reply = SimpleReply::parse(&r)
+            .map_err(|magic| anyhow::anyhow!("a malformed NBD reply (magic {magic:#x})"))?;
+        if reply.handle != self.cookie {
+            bail!("an NBD reply for another request");
         }
-        let err = u32::from_be_bytes(r[4..8].try_into()?);
-        if err != 0 {
-            bail!("the export answered a read at {offset} with error {err}");
+        if reply.error != 0 {
+            bail!(
+                "the export answered a read at {offset} with error {}",
+                reply.error
+            );
         }
         self.s.read_exact(buf)?;
         Ok(())
     }
 
     fn disconnect(mut self) {
-        let mut q = [0u8; 28];
-        q[0..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
-        q[6..8].copy_from_slice(&2u16.to_be_bytes()); // NBD_CMD_DISC
-        let _ = self.s.write_all(&q);
+        let _ = self.request(streamer_nbd::wire::Command::Disc, 0, 0);
     }
 }
 

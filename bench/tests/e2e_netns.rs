@@ -2406,23 +2406,14 @@ fn xdp_log_names_each_dropped_packet() {
         "{}",
         app.log()
     );
-    let ns = tb.client(1);
-    let ns_path = format!("/run/netns/{ns}");
-    thread::spawn(move || -> io::Result<()> {
-        let f = File::open(&ns_path)?;
-        // SAFETY: setns(2) with a valid namespace descriptor; only this
-        // thread's network namespace changes, and the thread ends after.
-        if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+    bench::netns::in_namespace(&tb.client(1), || -> io::Result<()> {
         let s = UdpSocket::bind(SocketAddrV4::new(client_addr(1), 0))?;
         let to = SocketAddrV4::new(APP_ADDR, CONTROL_PORT);
         s.send_to(b"junk", to)?;
         s.send_to(&[0x53, 0x54, 9, 1, 0, 12, 0, 0, 0, 0, 0, 0], to)?;
         Ok(())
     })
-    .join()
-    .expect("sender thread")
+    .expect("entering the client's namespace")
     .expect("sending");
     assert!(
         app.wait_for(

@@ -56,6 +56,8 @@ struct PendingAck {
 pub(crate) struct Session {
     pub(crate) id: u32,
     pub(crate) image: Arc<ImageSpec>,
+    /// The image's index in the engine (and the data plane's list of files).
+    pub(crate) image_index: usize,
     cfg: Arc<Config>,
     pub(crate) phase: Phase,
     invite_deadline: Instant,
@@ -119,7 +121,13 @@ const LEARN_KEEPALIVE: Duration = Duration::from_secs(2);
 const LOSS_EWMA_GAIN: f64 = 0.1;
 
 impl Session {
-    pub(crate) fn new(id: u32, image: Arc<ImageSpec>, cfg: Arc<Config>, now: Instant) -> Self {
+    pub(crate) fn new(
+        id: u32,
+        image: Arc<ImageSpec>,
+        image_index: usize,
+        cfg: Arc<Config>,
+        now: Instant,
+    ) -> Self {
         let payload = u64::from(cfg.payload);
         let total = image.file_len.div_ceil(payload) as u32;
         // The bucket holds a burst of packets, and at least 2 ms of the
@@ -161,6 +169,7 @@ impl Session {
             learn_limit: None,
             private: false,
             keepalive_at: Instant::FAR_FUTURE,
+            image_index,
             cfg,
         }
     }

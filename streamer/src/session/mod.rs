@@ -663,7 +663,7 @@ impl Engine {
                 let id = self.next_session;
                 self.next_session = self.next_session.wrapping_add(1).max(1);
                 self.sessions
-                    .push(Session::new(id, img.clone(), self.cfg.clone(), now));
+                    .push(Session::new(id, img.clone(), index, self.cfg.clone(), now));
                 if !img.learned() {
                     self.events.push_back(Event::Unlearned {
                         session: id,
@@ -707,7 +707,7 @@ impl Engine {
         };
         let id = self.next_session;
         self.next_session = self.next_session.wrapping_add(1).max(1);
-        let mut s = Session::new(id, img.clone(), self.cfg.clone(), now);
+        let mut s = Session::new(id, img.clone(), index, self.cfg.clone(), now);
         let member = s.join(now, client_id, from, capacity, &mut self.events);
         s.begin_learning(now, h.data_offset, &mut self.events);
         self.sessions.push(s);
@@ -912,14 +912,9 @@ impl Engine {
             let s = &mut self.sessions[i];
             if let Some((dest, multicast, payload)) = s.poll_data(now, header) {
                 self.rr = (i + 1) % n;
-                let image = self
-                    .images
-                    .iter()
-                    .position(|x| Arc::ptr_eq(x, &s.image))
-                    .unwrap_or(0);
                 return Some(Transmit {
                     session: s.id,
-                    image,
+                    image: s.image_index,
                     dest,
                     multicast,
                     len: DATA_HEADER_LEN,
