@@ -193,7 +193,7 @@ pub fn run(o: &Options, log: &mut dyn FnMut(&str)) -> anyhow::Result<Report> {
     }
     let (streamer, client) = crate::netns::binaries(&o.bin_dir)?;
     let dir = tempfile::Builder::new().prefix("bench-flood-").tempdir()?;
-    let (image, stream) = crate::netns::packed_image(&streamer, dir.path(), o.size, 5)?;
+    let (image, stream) = crate::netns::packed_image(&streamer, dir.path(), o.size, 5, None)?;
     let want = blake3::hash(&image);
     drop(image);
     // The last "client" namespace is the flooder, with 30 more addresses.

@@ -405,13 +405,14 @@ pub fn remove_stale(prefix: &str) {
 }
 
 /// A seeded pseudo-random image of `size` bytes and its stream file, packed by
-/// the `streamer` binary, in `dir`. Returns the image's bytes and the stream
-/// file's path.
+/// the `streamer` binary (with `--block-size block_size`, or pack's default), in
+/// `dir`. Returns the image's bytes and the stream file's path.
 pub fn packed_image(
     streamer: &std::path::Path,
     dir: &std::path::Path,
     size: u64,
     seed: u64,
+    block_size: Option<u32>,
 ) -> anyhow::Result<(Vec<u8>, std::path::PathBuf)> {
     use rand::{RngCore, SeedableRng};
     let mut image = vec![0u8; usize::try_from(size)?];
@@ -424,17 +425,19 @@ pub fn packed_image(
         .and_then(|f| f.sync_all())
         .with_context(|| format!("syncing {}", raw.display()))?;
     let stream = dir.join("image.stream");
-    run(
-        &[
-            &streamer.display().to_string(),
-            "pack",
-            "--image",
-            &raw.display().to_string(),
-            "-o",
-            &stream.display().to_string(),
-        ],
-        std::time::Duration::from_secs(300),
-    )?;
+    let mut argv = vec![
+        streamer.display().to_string(),
+        "pack".into(),
+        "--image".into(),
+        raw.display().to_string(),
+        "-o".into(),
+        stream.display().to_string(),
+    ];
+    if let Some(bs) = block_size {
+        argv.extend(["--block-size".into(), bs.to_string()]);
+    }
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    run(&argv, std::time::Duration::from_secs(300))?;
     Ok((image, stream))
 }
 

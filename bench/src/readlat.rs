@@ -15,7 +15,7 @@ use crate::netns::{Testbed, APP_ADDR};
 use crate::proc::Proc;
 use anyhow::{bail, Context as _};
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng as _, SeedableRng};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -38,6 +38,8 @@ pub struct Options {
     pub rate: String,
     /// Seed of the image and of the read order.
     pub seed: u64,
+    /// `streamer pack --block-size`.
+    pub block_size: u32,
 }
 
 impl Options {
@@ -51,6 +53,7 @@ impl Options {
             warmup: 200,
             rate: "200M".into(),
             seed: 1,
+            block_size: streamer::stream_file::DEFAULT_BLOCK_SIZE,
         }
     }
 }
@@ -192,7 +195,8 @@ pub fn run(o: &Options, log: &mut dyn FnMut(&str)) -> anyhow::Result<Vec<Row>> {
     let dir = tempfile::Builder::new()
         .prefix("bench-readlat-")
         .tempdir()?;
-    let (image, stream) = crate::netns::packed_image(&streamer, dir.path(), o.size, o.seed)?;
+    let (image, stream) =
+        crate::netns::packed_image(&streamer, dir.path(), o.size, o.seed, Some(o.block_size))?;
     let tb = Testbed::new("strm-readlat", 1)?;
     let mut rows = Vec::new();
     for (k, path) in ["loopback", "bridge"].into_iter().enumerate() {
@@ -245,12 +249,25 @@ pub fn run(o: &Options, log: &mut dyn FnMut(&str)) -> anyhow::Result<Vec<Row>> {
         if nbd.size != o.size {
             bail!("the export is {} bytes, the image {}", nbd.size, o.size);
         }
+        // One read per block (or per read, where reads are larger), at a
+        // read-aligned place within it: a second read of a fetched block would
+        // be a cache hit, not an on-demand read.
         let rs = u64::from(o.read_size);
-        let half = o.size / 2 / rs;
-        let mut offsets: Vec<u64> = (half..o.size / rs).map(|i| i * rs).collect();
-        offsets.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(
-            o.seed ^ k as u64,
-        ));
+        let step = rs.max(u64::from(o.block_size));
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(o.seed ^ k as u64);
+        let half = o.size.div_ceil(2 * step);
+        let mut offsets: Vec<u64> = (half..o.size / step)
+            .map(|i| i * step + rng.gen_range(0..step / rs) * rs)
+            .collect();
+        offsets.shuffle(&mut rng);
+        if offsets.len() < o.warmup + o.reads {
+            bail!(
+                "{} reads and {} warm-up reads need that many blocks in the image's second half, which has {}: a larger --size",
+                o.reads,
+                o.warmup,
+                offsets.len()
+            );
+        }
         offsets.truncate(o.warmup + o.reads);
         let mut buf = vec![0u8; o.read_size as usize];
         let mut lat = Vec::with_capacity(offsets.len());
@@ -320,8 +337,9 @@ pub fn table(o: &Options, rows: &[Row]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "on-demand reads: {} B NBD reads of blocks not yet streamed, each once, while {} MiB stream at {}",
+        "on-demand reads: {} B NBD reads of {} B blocks not yet streamed, each block once, while {} MiB stream at {}",
         o.read_size,
+        o.block_size,
         o.size >> 20,
         o.rate
     );
@@ -387,6 +405,7 @@ pub fn save(o: &Options, rows: &[Row], dir: &Path, command: &str) -> anyhow::Res
         "warmup": o.warmup,
         "rate": o.rate,
         "seed": o.seed,
+        "block_size": o.block_size,
         "rows": rows,
     });
     std::fs::write(&path, serde_json::to_string_pretty(&doc)?)

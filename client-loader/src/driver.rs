@@ -74,7 +74,11 @@ impl Exporting {
         let cfg = streamer_nbd::Config {
             name: opts.name.clone(),
             description: format!("streamer image {image:?} (writes stay in this machine's RAM)"),
-            block_size: bs,
+            // Advertised as the preferred request size. A client that took it
+            // for its device's logical block size could not mount a file
+            // system of 4 KiB blocks on a 16 KiB one, so it stays at most a
+            // page; the overlay still copies whole stream blocks.
+            block_size: bs.min(4096),
             ..Default::default()
         };
         let server = streamer_nbd::Server::bind(&opts.listen, Arc::new(disk), cfg)

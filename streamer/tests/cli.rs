@@ -116,7 +116,16 @@ fn verify_exit_codes_name_the_problem() {
     let dir = tempfile::tempdir().unwrap();
     let img = image(dir.path(), 3 * 4096 + 10);
     let out = dir.path().join("disk.stream");
-    assert_eq!(code(&run(&["pack", "--image", s(&img), "-o", s(&out)])), 0);
+    let pack = [
+        "pack",
+        "--image",
+        s(&img),
+        "--block-size",
+        "4096",
+        "-o",
+        s(&out),
+    ];
+    assert_eq!(code(&run(&pack)), 0);
     let good = std::fs::read(&out).unwrap();
     let bad = dir.path().join("bad.stream");
 
@@ -358,6 +367,8 @@ fn sequence_import_export_and_learned_pack() {
         "--sequence",
         s(&seq),
         "--sequence-only",
+        "--block-size",
+        "4096",
         "-o",
         s(&out),
     ]);

@@ -195,6 +195,9 @@ struct ReadlatArgs {
     /// Seed of the image and the read order.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// `streamer pack --block-size`; each read is of a different block.
+    #[arg(long, value_name = "BYTES", default_value_t = streamer::stream_file::DEFAULT_BLOCK_SIZE)]
+    block_size: u32,
     /// Where the JSON goes.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
@@ -216,6 +219,7 @@ fn run_readlat(a: ReadlatArgs) -> anyhow::Result<ExitCode> {
     o.warmup = a.warmup;
     o.rate = a.rate;
     o.seed = a.seed;
+    o.block_size = a.block_size;
     let rows = bench::readlat::run(&o, &mut |line| eprintln!("bench: {line}"))?;
     print!("{}", bench::readlat::table(&o, &rows));
     let command = std::env::args().collect::<Vec<_>>().join(" ");
