@@ -313,9 +313,13 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report, RunError> {
                             if late { " (joined late)" } else { "" }
                         );
                     }
-                    // The confirmation first: the session waits for it.
-                    flush(&mut rx, &ctl, &mut buf);
+                    // In the group before the confirmation, which may start
+                    // the stream at once: a member that joined after it could
+                    // miss the first datagrams and have to NAK them. Then the
+                    // space (~0.1 s per GiB), while the first datagrams wait
+                    // in the socket's buffer.
                     group = Some(group_socket(g, port, iface)?);
+                    flush(&mut rx, &ctl, &mut buf);
                     if let Err(e) = rx.cache_mut().reserve() {
                         rx.leave(true);
                         flush(&mut rx, &ctl, &mut buf);

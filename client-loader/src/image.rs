@@ -147,6 +147,8 @@ pub struct FileCache {
     run_at: u64,
     /// At most this many blocks are staged; later ones go through the mapping.
     max_staged: usize,
+    /// Stream blocks in the stream file: the last may end past the file.
+    stream_blocks: u64,
     /// Stream blocks written through the mapping (one bit each).
     through: Vec<u64>,
     /// The first failed write, reported by `finish`.
@@ -180,6 +182,7 @@ impl FileCache {
             run: Vec::new(),
             run_at: 0,
             max_staged: 1,
+            stream_blocks: 0,
             through: Vec::new(),
             write_error: None,
             done: false,
@@ -294,15 +297,9 @@ impl FileCache {
             return Err(WriteError::Empty);
         }
         self.write_behind();
-        // Blocks never verified (a caller finishing early) are written as they are.
-        let staged: Vec<(u64, Box<[u8]>)> = self.staged.drain().collect();
-        for (b, buf) in staged {
-            if let (Some(at), Some(file)) = (self.slot(b), &self.file) {
-                if let Err(e) = write_all_at(file, &[(b, buf)], at as u64) {
-                    self.write_error.get_or_insert(e);
-                }
-            }
-        }
+        // Blocks never verified (a caller finishing early) are not written:
+        // their buffers may hold bytes of the block that used them before.
+        self.pool.extend(self.staged.drain().map(|(_, buf)| buf));
         if let Some(source) = self.write_error.take() {
             return Err(WriteError::Io {
                 what: "cannot write",
@@ -403,6 +400,7 @@ impl Cache for FileCache {
         self.data_offset = h.data_offset;
         self.block_size = bs;
         self.image_size = h.image_size;
+        self.stream_blocks = h.stream_blocks;
         Ok(())
     }
 
@@ -463,11 +461,15 @@ impl Cache for FileCache {
                 return;
             }
         }
-        // A new block: a buffer from the pool, zeroed (a block may end past
-        // the stream file, and its hash covers those bytes as zeros).
+        // A new block: a buffer from the pool. The packets of a block cover
+        // all its bytes but those past the stream file's end, which only the
+        // last block has and which its hash covers as zeros: only that one is
+        // cleared (clearing every buffer was 2 % of the client's CPU).
         let mut block = match self.pool.pop() {
             Some(mut buf) => {
-                buf.fill(0);
+                if b + 1 >= self.stream_blocks {
+                    buf.fill(0);
+                }
                 buf
             }
             None => vec![0u8; bs].into_boxed_slice(),
@@ -593,6 +595,9 @@ mod tests {
         assert_eq!(c.read(8192, 4096), &[1u8; 4096][..]);
         // A read across blocks is refused, not answered wrongly.
         assert!(c.read(8192 + 4000, 200).is_empty());
+        for b in [1, 0, 2] {
+            c.verified(b);
+        }
         c.finish().unwrap();
         let img = std::fs::read(&out).unwrap();
         assert_eq!(img.len(), 10_000);
@@ -662,6 +667,36 @@ mod tests {
                 assert!(chunk.iter().all(|&x| x == i as u8 + 1), "image block {i}");
             }
         }
+    }
+
+    /// Block buffers are reused without clearing, except for the last block,
+    /// whose bytes past the stream file must read as zeros (its hash covers
+    /// them).
+    #[test]
+    fn a_reused_buffer_is_cleared_for_the_last_block_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("disk.img");
+        let bs = 4096usize;
+        let mut c = FileCache::new(&out);
+        // Three blocks, the last 100 bytes long in the stream file.
+        c.layout(&header(2 * bs as u64 + 100, 4096, 4096)).unwrap();
+        c.set_order(&[0, 1, 2]);
+        c.write(4096, &[0xaa; 4096]);
+        c.verified(0);
+        c.write_behind();
+        // Block 1 takes block 0's buffer and overwrites all of it.
+        c.write(4096 + 4096, &[0xbb; 4096]);
+        assert_eq!(c.read(4096 + 4096, bs), &[0xbb; 4096][..]);
+        c.verified(1);
+        c.write_behind();
+        // The last block takes a used buffer too: its tail reads as zeros.
+        c.write(4096 + 2 * 4096, &[0xcc; 100]);
+        let last = c.read(4096 + 2 * 4096, bs);
+        assert!(last[..100].iter().all(|&x| x == 0xcc));
+        assert!(
+            last[100..].iter().all(|&x| x == 0),
+            "stale bytes past the end"
+        );
     }
 
     #[test]
