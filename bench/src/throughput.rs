@@ -361,7 +361,9 @@ pub struct ToolRun {
     pub sender_exit: String,
     /// The deadline hit.
     pub timed_out: bool,
-    /// The tail of the sender's output when a receiver failed.
+    /// The tail of the sender's output (streamer's ends with its session
+    /// report: repairs, NAKs, first-pass rate, system calls), printed when a
+    /// receiver failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sender_log_tail: Option<String>,
     /// Per receiver.
@@ -611,7 +613,11 @@ pub fn run(o: &Options, log: &mut dyn FnMut(&str)) -> anyhow::Result<Report> {
                         r.sender_secs,
                         if r.timed_out { " (TIMED OUT)" } else { "" }
                     ));
-                    if let Some(t) = &r.sender_log_tail {
+                    if let Some(t) = r
+                        .sender_log_tail
+                        .as_ref()
+                        .filter(|_| r.receivers.iter().any(|x| x.failure.is_some()))
+                    {
                         log(&format!(
                             "    sender output tail:\n      {}",
                             t.replace('\n', "\n      ")
@@ -829,10 +835,7 @@ fn run_one(
             format!("{} ({})", raw.sender.describe(), tail(&raw.sender_log, 1))
         },
         timed_out: raw.timed_out,
-        sender_log_tail: receivers
-            .iter()
-            .any(|r| r.failure.is_some())
-            .then(|| tail(&raw.sender_log, 12)),
+        sender_log_tail: Some(tail(&raw.sender_log, 16)).filter(|t| !t.is_empty()),
         receivers,
     })
 }
