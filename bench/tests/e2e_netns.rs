@@ -2362,7 +2362,7 @@ fn serve_learns_the_boot_order_from_the_first_client() {
         "client 2 was not told to wait:\n{}",
         c2.log()
     );
-    // The boot: 24 pseudo-random 4 KiB blocks of the 2048, one repeated.
+    // The boot: 24 reads of pseudo-random 4 KiB pieces of the 2048, one repeated.
     let mut rng = ChaCha8Rng::seed_from_u64(12);
     let mut blocks: Vec<u64> = (0..24).map(|_| rng.gen_range(0..2048)).collect();
     blocks.push(blocks[3]);
@@ -2392,14 +2392,18 @@ fn serve_learns_the_boot_order_from_the_first_client() {
     img.assert_exact(1);
     let log = app.log();
     assert!(log.contains("repacked"), "{log}");
-    // The order on disk: first reads, each block once, consecutive ones merged.
+    // The order on disk: the stream blocks (pack's default size) the reads
+    // fell in, first reads first, each block once, consecutive ones merged.
+    // In sectors.
+    let per_block = u64::from(streamer::stream_file::DEFAULT_BLOCK_SIZE) / 512;
     let mut want: Vec<(u64, u64)> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for &b in &blocks {
-        if seen.insert(b) {
+        let first = b * 8 / per_block * per_block;
+        if seen.insert(first) {
             match want.last_mut() {
-                Some((f, n)) if *f + *n == b * 8 => *n += 8,
-                _ => want.push((b * 8, 8)),
+                Some((f, n)) if *f + *n == first => *n += per_block,
+                _ => want.push((first, per_block)),
             }
         }
     }
