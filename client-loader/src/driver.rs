@@ -229,8 +229,10 @@ fn group_socket(group: Ipv4Addr, port: u16, iface: Ipv4Addr) -> Result<UdpSocket
         .map_err(sockerr("creating the group socket"))?;
     s.set_reuse_address(true).map_err(sockerr("SO_REUSEADDR"))?;
     s.set_reuse_port(true).map_err(sockerr("SO_REUSEPORT"))?;
-    // Receive bursts without loss: the kernel caps this at net.core.rmem_max.
-    let _ = s.set_recv_buffer_size(32 << 20);
+    // Receive bursts without loss. A booting machine's rmem_max is the
+    // kernel's default (208 KiB: under 2 ms at 1 Gbit/s), so as root the size
+    // is forced past it.
+    set_recv_buffer(&s, 32 << 20);
     // Take GSO trains whole (one receive per train, split here) where the kernel
     // supports UDP_GRO; without it every datagram is its own receive.
     let _ = crate::batch::enable_gro(&s);
@@ -316,8 +318,7 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report, RunError> {
                     // In the group before the confirmation, which may start
                     // the stream at once: a member that joined after it could
                     // miss the first datagrams and have to NAK them. Then the
-                    // space (~0.1 s per GiB), while the first datagrams wait
-                    // in the socket's buffer.
+                    // space, in pieces between receives (below).
                     group = Some(group_socket(g, port, iface)?);
                     flush(&mut rx, &ctl, &mut buf);
                     if let Err(e) = rx.cache_mut().reserve() {
@@ -386,13 +387,28 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report, RunError> {
         // Verified blocks go to the file (and become visible to the export)
         // before the loop sleeps.
         rx.cache_mut().write_behind();
+        // A millisecond of reserving the image's space per turn; no sleep
+        // until it is all reserved.
+        let reserving = match rx.cache_mut().reserve_more(Duration::from_millis(1)) {
+            Ok(more) => more,
+            Err(e) => {
+                if let Some(x) = exporting.take() {
+                    x.stop();
+                }
+                rx.leave(true);
+                flush(&mut rx, &ctl, &mut buf);
+                return Err(e.into());
+            }
+        };
         if let Some(bar) = &mut bar {
             let (have, total) = rx.progress();
             bar.update(have, total, rx.header().map_or(0, |h| h.image_size));
         }
-        let wait = rx
-            .poll_timeout()
-            .map_or(Duration::from_millis(50), |t| t.saturating_since(now()));
+        let wait = match rx.poll_timeout() {
+            _ if reserving => Duration::ZERO,
+            Some(t) => t.saturating_since(now()),
+            None => Duration::from_millis(50),
+        };
         let mut fds = vec![ctl.as_fd()];
         fds.extend(group.as_ref().map(|g| g.as_fd()));
         fds.extend(exporting.as_ref().map(|x| x.wake.as_fd()));
@@ -444,7 +460,7 @@ pub fn run(opts: &Options, stop: &AtomicBool) -> Result<Report, RunError> {
 
 /// Asks for a receive buffer of `bytes`: SO_RCVBUF is capped at
 /// net.core.rmem_max; as root (in an initramfs) SO_RCVBUFFORCE is not.
-fn set_recv_buffer(sock: &UdpSocket, bytes: usize) {
+fn set_recv_buffer(sock: &impl AsFd, bytes: usize) {
     use std::os::fd::AsRawFd;
     let r = socket2::SockRef::from(sock);
     let _ = r.set_recv_buffer_size(bytes);
@@ -453,7 +469,7 @@ fn set_recv_buffer(sock: &UdpSocket, bytes: usize) {
         // SAFETY: a valid socket, a pointer to a c_int and its size.
         let _ = unsafe {
             libc::setsockopt(
-                sock.as_raw_fd(),
+                sock.as_fd().as_raw_fd(),
                 libc::SOL_SOCKET,
                 libc::SO_RCVBUFFORCE,
                 (&v as *const libc::c_int).cast(),
