@@ -263,6 +263,50 @@ fn bounded_buffers_are_never_overrun() {
     assert!(o.net.received("ack") > 0);
 }
 
+/// A receiver's socket window (client-loader sets it from its socket's
+/// buffer) is honoured: the appliance never sends a member more than the
+/// window past the newest datagram it has taken in (no overruns), so over a
+/// long round trip the window, not the rate, sets the pace; without one the
+/// same links run at the rate.
+#[test]
+fn a_socket_window_paces_the_stream_and_is_never_overrun() {
+    let img = fixture::image(41, 4 << 20);
+    let stream = fixture::stream_file(&img, 16384);
+    let window = 128u32;
+    let rtt = Duration::from_millis(20);
+    let first_pass = |socket_window: Option<u32>| {
+        let mut cfg = SimConfig::new(41, vec![("img0".into(), stream.clone())]);
+        cfg.time_limit = Duration::from_secs(60);
+        cfg.engine.min_clients = 3;
+        cfg.receiver.socket_window = socket_window;
+        let link = LinkModel {
+            delay: rtt / 2,
+            ..Default::default()
+        };
+        let spec = ClientSpec {
+            down: link,
+            up: link,
+            ..Default::default()
+        };
+        let payload = f64::from(cfg.engine.payload);
+        let o = run(cfg, vec![spec; 3]);
+        assert_all_exact(&o, &format!("socket window {socket_window:?}"));
+        let r = &o.reports[0];
+        assert_eq!(r.stats.repair_ucast + r.stats.repair_mcast, 0);
+        (r.first_pass.expect("a first pass"), payload)
+    };
+    let (open, payload) = first_pass(None);
+    let (paced, _) = first_pass(Some(window));
+    // At most one window per round trip.
+    let packets = stream.len() as f64 / payload;
+    let floor = Duration::from_secs_f64(packets / f64::from(window) * rtt.as_secs_f64());
+    println!(
+        "first pass: {open:?} open, {paced:?} with a {window}-datagram window (floor {floor:?})"
+    );
+    assert!(paced >= floor.mul_f64(0.9), "{paced:?} under {floor:?}");
+    assert!(open < floor / 2, "the open stream took {open:?}");
+}
+
 #[test]
 fn two_sessions_at_once() {
     let mut cfg = setup(15, 2);

@@ -54,6 +54,12 @@ pub struct Config {
     /// Bytes the client can buffer ahead of its consumer; `None`: the whole stream
     /// (the cache holds everything).
     pub capacity: Option<u64>,
+    /// Datagrams the group socket's buffer holds: the appliance is given
+    /// credit for at most this many past the highest this receiver has
+    /// taken in, so a receiver that falls behind (a slow disk, a busy CPU)
+    /// holds the stream back instead of overflowing its socket and asking
+    /// for the overflow again. `None`: no such limit.
+    pub socket_window: Option<u32>,
     /// Refuse a sequence-only stream (it cannot yield a whole image).
     pub require_full_image: bool,
     /// Seed of the backoff draws.
@@ -86,6 +92,7 @@ impl Default for Config {
             client_id: 0,
             image: String::new(),
             capacity: None,
+            socket_window: None,
             require_full_image: true,
             seed: 1,
             join_retry: Duration::from_millis(250),
@@ -324,6 +331,12 @@ impl Rng {
     }
 }
 
+/// Bytes per datagram a socket window is offered as in JOIN: the smallest
+/// payload `streamer serve --payload` takes, so the appliance's first credit
+/// (JOIN bytes over its payload) is never above the window. The confirmation
+/// of WELCOME carries the exact credit.
+const JOIN_WINDOW_BYTES_PER_DATAGRAM: u64 = 64;
+
 /// Draws a NAK delay in `[0, max]`, truncated exponential with rate
 /// `ln(members) + 1` (RFC 5401 §4.2.1): F(t) = (e^{λt/T} − 1) / (e^λ − 1).
 fn backoff(rng: &mut Rng, max: Duration, members: u32) -> Duration {
@@ -471,13 +484,28 @@ impl<C: Cache> Receiver<C> {
 
     fn credit_end(&self) -> u32 {
         let Some(g) = self.geo else { return 0 };
-        match self.cfg.capacity {
-            None => g.total,
-            Some(cap) => {
-                let packets = (cap / u64::from(g.payload)).max(u64::from(g.window));
-                (u64::from(self.consumed) + packets).min(u64::from(g.total)) as u32
-            }
+        let mut end = u64::from(g.total);
+        if let Some(cap) = self.cfg.capacity {
+            let packets = (cap / u64::from(g.payload)).max(u64::from(g.window));
+            end = end.min(u64::from(self.consumed) + packets);
         }
+        if let Some(w) = self.cfg.socket_window {
+            // Gaps below `highest` hold nothing in the socket: the window
+            // runs from the newest datagram taken in.
+            end = end.min(u64::from(self.highest) + u64::from(w.max(g.window)));
+        }
+        end as u32
+    }
+
+    /// Bytes offered as buffer space in JOIN: the capacity, or the socket
+    /// window counted in datagrams of [`JOIN_WINDOW_BYTES_PER_DATAGRAM`]
+    /// (the payload is not known before WELCOME).
+    fn join_capacity(&self) -> u64 {
+        let window = self
+            .cfg
+            .socket_window
+            .map_or(u64::MAX, |w| u64::from(w) * JOIN_WINDOW_BYTES_PER_DATAGRAM);
+        self.cfg.capacity.unwrap_or(u64::MAX).min(window)
     }
 
     fn fail(&mut self, e: ReceiveError) {
@@ -801,7 +829,9 @@ impl<C: Cache> Receiver<C> {
     /// without waiting for our turn (rate-limited).
     fn maybe_out_of_turn(&mut self, now: Instant) {
         let Some(g) = self.geo else { return };
-        if self.cfg.capacity.is_none() || self.state != State::Receiving {
+        if (self.cfg.capacity.is_none() && self.cfg.socket_window.is_none())
+            || self.state != State::Receiving
+        {
             return;
         }
         let credit = self.credit_end();
@@ -883,7 +913,7 @@ impl<C: Cache> Receiver<C> {
                     return self.fail(ReceiveError::JoinTimeout(self.cfg.join_timeout));
                 }
                 if now >= self.next_join {
-                    let cap = self.cfg.capacity.unwrap_or(u64::MAX);
+                    let cap = self.join_capacity();
                     let image = self.cfg.image.clone();
                     self.push(Message::Join(JoinRepr {
                         client_id: self.cfg.client_id,
