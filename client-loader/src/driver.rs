@@ -483,11 +483,12 @@ const SMALL_WINDOW: u32 = 1024;
 /// the forced 32 MiB (64 MiB of accounted memory), 8,192 datagrams: ~23 ms
 /// of stream at 4 Gbit/s.
 fn socket_window() -> u32 {
-    let granted = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
+    // Unbound: an initramfs may not have brought up even the loopback.
+    let granted = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
         .ok()
         .and_then(|s| {
             set_recv_buffer(&s, GROUP_RCVBUF);
-            socket2::SockRef::from(&s).recv_buffer_size().ok()
+            s.recv_buffer_size().ok()
         })
         .unwrap_or(0);
     u32::try_from(granted / RCVBUF_PER_DATAGRAM)
@@ -557,4 +558,23 @@ pub fn stop_on_signals() -> &'static AtomicBool {
         let _ = unsafe { sigaction(sig, &act) };
     }
     &STOP
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As root the buffer is forced to what was asked, whatever rmem_max
+    /// says, and the window is its accounted size (twice that) over the
+    /// per-datagram allowance.
+    #[test]
+    fn as_root_the_socket_window_is_the_forced_buffers() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            println!("skipping: not root (SO_RCVBUFFORCE needs CAP_NET_ADMIN)");
+            return;
+        }
+        let w = socket_window();
+        assert_eq!(w as usize, 2 * GROUP_RCVBUF / RCVBUF_PER_DATAGRAM);
+    }
 }
