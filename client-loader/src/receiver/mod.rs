@@ -332,10 +332,10 @@ impl Rng {
 }
 
 /// Bytes per datagram a socket window is offered as in JOIN: the smallest
-/// payload `streamer serve --payload` takes, so the appliance's first credit
-/// (JOIN bytes over its payload) is never above the window. The confirmation
-/// of WELCOME carries the exact credit.
-const JOIN_WINDOW_BYTES_PER_DATAGRAM: u64 = 64;
+/// payload an appliance uses, so its first credit (JOIN bytes over its
+/// payload) is never above the window. The confirmation of WELCOME carries
+/// the exact credit.
+const JOIN_WINDOW_BYTES_PER_DATAGRAM: u64 = streamer_common::wire::MIN_PAYLOAD as u64;
 
 /// Draws a NAK delay in `[0, max]`, truncated exponential with rate
 /// `ln(members) + 1` (RFC 5401 §4.2.1): F(t) = (e^{λt/T} − 1) / (e^λ − 1).

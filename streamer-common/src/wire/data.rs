@@ -17,6 +17,9 @@ use crate::bytes::{be16, be32, be64, put_be16, put_be32, put_be64};
 pub const NO_ACKER: u32 = u32::MAX;
 /// Header plus DATA's fixed fields: the bytes in front of every payload.
 pub const DATA_HEADER_LEN: usize = HEADER_LEN + field::PAYLOAD;
+/// The smallest stream-file payload per DATA packet an appliance uses
+/// (`streamer serve --payload`); receivers count buffer space in JOIN by it.
+pub const MIN_PAYLOAD: u16 = 64;
 
 mod field {
     use core::ops::Range;

@@ -29,7 +29,7 @@ mod message;
 mod read;
 mod session;
 
-pub use data::{DataFlags, DataPacket, DataRepr, DATA_HEADER_LEN, NO_ACKER};
+pub use data::{DataFlags, DataPacket, DataRepr, DATA_HEADER_LEN, MIN_PAYLOAD, NO_ACKER};
 pub use feedback::{
     AckFlags, AckRepr, DoneAckRepr, DoneRepr, EndRepr, NakRanges, NakRepr, MAX_NAK_RANGES,
 };

@@ -221,10 +221,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         learn_timeout: secs(args.learn_timeout, 1.0, "--learn-timeout")?,
         ..Default::default()
     };
+    let min = streamer_common::wire::MIN_PAYLOAD;
     if usize::from(args.payload) + streamer_common::wire::DATA_HEADER_LEN > 65_507
-        || args.payload < 64
+        || args.payload < min
     {
-        bail!("--payload {} is out of range (64..=65471)", args.payload);
+        bail!("--payload {} is out of range ({min}..=65471)", args.payload);
     }
     let packet = u64::from(args.payload) + streamer_common::wire::DATA_HEADER_LEN as u64;
     let member_rate = match args.control_rate {
